@@ -1,0 +1,1 @@
+"""The generation bridge: one warm diffusers engine behind generate_single_video()."""

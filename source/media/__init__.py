@@ -1,0 +1,1 @@
+"""Frame and video helpers (PyAV, OpenCV, NumPy): reading, writing, stitching, colour, RIFE."""
