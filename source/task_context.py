@@ -73,6 +73,8 @@ class TaskContext:
         task_output: Callable[[str], str | None] | None = None,
         log: Callable[..., None] | None = None,
         priority: int = 0,
+        cache_get: Callable[[str], str | None] | None = None,
+        cache_put: Callable[[str, str], None] | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
@@ -85,6 +87,9 @@ class TaskContext:
         self._is_cancelled = is_cancelled or (lambda: False)
         self._task_output = task_output or (lambda task_id: None)
         self._log = log or (lambda event, **fields: None)
+        # The output cache shared by every worker on the same database: key (SHA-256 hex) -> output location.
+        self.cache_get = cache_get or (lambda key: None)
+        self.cache_put = cache_put or (lambda key, location: None)
         self.started_monotonic = time.monotonic()
 
     # -- cancellation and progress -------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""One registry from task_type to handler, with pydantic validation of params.
+
+    @register("noop", params_model=NoopParams)
+    def handle_noop(params: NoopParams, ctx: TaskContext) -> HandlerResult: ...
+
+Aliases (the seed's names) map to the same handler. Validation errors become InvalidInput with a
+message a person can act on.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from source.task_context import HandlerResult, InvalidInput, TaskContext
+
+# Modules that register handlers when imported. Each task family lives in its own module.
+HANDLER_MODULES = [
+    "source.handlers.noop",
+    "source.handlers.generate",
+    "source.handlers.travel",
+    "source.handlers.rife_interpolate",
+    "source.handlers.openpose",
+    "source.handlers.depth",
+    "source.handlers.extract_frame",
+    "source.handlers.single_image",
+    "source.handlers.different_perspective",
+]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    task_type: str
+    func: Callable[[Any, TaskContext], HandlerResult]
+    params_model: type[BaseModel] | None
+    aliases: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, HandlerSpec] = {}
+_loaded = False
+
+
+def register(task_type: str, *aliases: str, params_model: type[BaseModel] | None = None):
+    def decorator(func: Callable[[Any, TaskContext], HandlerResult]):
+        spec = HandlerSpec(task_type, func, params_model, tuple(aliases))
+        for name in (task_type, *aliases):
+            existing = _REGISTRY.get(name)
+            if existing is not None and existing.func is not func:
+                raise RuntimeError(f"task type {name!r} is registered twice")
+            _REGISTRY[name] = spec
+        return func
+
+    return decorator
+
+
+def load_handlers() -> None:
+    """Import every handler module once (a missing optional module is skipped, a broken one raises)."""
+    global _loaded
+    if _loaded:
+        return
+    for module in HANDLER_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    _loaded = True
+
+
+def known_task_types() -> list[str]:
+    load_handlers()
+    return sorted(_REGISTRY)
+
+
+def get_handler(task_type: str) -> HandlerSpec:
+    load_handlers()
+    spec = _REGISTRY.get(task_type)
+    if spec is None:
+        raise InvalidInput(
+            f"unknown task_type {task_type!r}; known types: {', '.join(sorted(_REGISTRY))}"
+        )
+    return spec
+
+
+def format_validation_error(task_type: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "params"
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    return f"invalid params for {task_type}: " + "; ".join(problems)
+
+
+def validate_params(task_type: str, params: Any) -> Any:
+    """Check params against the handler's model; raises InvalidInput with every problem listed."""
+    spec = get_handler(task_type)
+    if not isinstance(params, dict):
+        raise InvalidInput(f"params of a {task_type} task must be a JSON object, got {type(params).__name__}")
+    if spec.params_model is None:
+        return params
+    try:
+        return spec.params_model.model_validate(params)
+    except ValidationError as exc:
+        raise InvalidInput(format_validation_error(task_type, exc)) from None
+
+
+def run_handler(task_type: str, params: Any, ctx: TaskContext) -> HandlerResult:
+    spec = get_handler(task_type)
+    validated = validate_params(task_type, params)
+    result = spec.func(validated, ctx)
+    if result is None:
+        return HandlerResult()
+    if not isinstance(result, HandlerResult):
+        raise TypeError(f"handler for {task_type} returned {type(result).__name__}, expected HandlerResult")
+    return result

@@ -1,0 +1,20 @@
+"""Shared pytest set-up. Fixture families live in their own modules, loaded as plugins."""
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+# Test inputs that the product would otherwise download on first use.
+if (SHARED / "models/pose/pose_landmarker_full.task").is_file():
+    os.environ.setdefault("HEADLESS_POSE_MODEL", str(SHARED / "models/pose/pose_landmarker_full.task"))
+if (SHARED / "models/rife/flownet.pkl").is_file():
+    os.environ.setdefault("HEADLESS_RIFE_WEIGHTS", str(SHARED / "models/rife/flownet.pkl"))
+os.environ.setdefault("HEADLESS_MODEL_CACHE", str(REPO / ".cache" / "models"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+pytest_plugins = [
+    "tests.fixtures_db",
+    "tests.fixtures_models",
+]

@@ -1,0 +1,1 @@
+"""Database fixtures: SQLite files and a throwaway PostgreSQL cluster."""
