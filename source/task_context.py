@@ -7,6 +7,7 @@ cancellation, file locations and other tasks' outputs all come through the conte
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -33,6 +34,14 @@ class TaskCancelled(Exception):
 
 class FatalWorkerError(Exception):
     """The process is poisoned (e.g. a CUDA error): the task is handed back and the worker exits non-zero."""
+
+
+_CHILD_NAMESPACE = uuid.UUID("5b0f3d1e-3c4e-4c55-9a51-6f1d8c1e2a77")
+
+
+def child_task_id(parent_id: str, key: str) -> str:
+    """The deterministic id of an orchestrator's child, so re-running the orchestrator cannot duplicate it."""
+    return str(uuid.uuid5(_CHILD_NAMESPACE, f"{parent_id}/{key}"))
 
 
 @dataclass
