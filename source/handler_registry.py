@@ -56,17 +56,33 @@ def register(task_type: str, *aliases: str, params_model: type[BaseModel] | None
     return decorator
 
 
-def load_handlers() -> None:
-    """Import every handler module once (a missing optional module is skipped, a broken one raises)."""
+_load_errors: dict[str, str] = {}
+_imported: set[str] = set()
+
+
+def _import(module: str) -> None:
+    if module in _imported:
+        return
+    _imported.add(module)
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # the module exists but needs something missing
+            _load_errors[module] = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a broken handler module must not take the other task types down
+        _load_errors[module] = f"{type(exc).__name__}: {exc}"
+
+
+def load_handlers(until: str | None = None) -> None:
+    """Import handler modules in order, stopping once `until` is registered (so a noop task never
+    imports torch)."""
     global _loaded
-    if _loaded:
+    if _loaded or (until is not None and until in _REGISTRY):
         return
     for module in HANDLER_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+        _import(module)
+        if until is not None and until in _REGISTRY:
+            return
     _loaded = True
 
 
@@ -76,12 +92,11 @@ def known_task_types() -> list[str]:
 
 
 def get_handler(task_type: str) -> HandlerSpec:
-    load_handlers()
+    load_handlers(until=task_type)
     spec = _REGISTRY.get(task_type)
     if spec is None:
-        raise InvalidInput(
-            f"unknown task_type {task_type!r}; known types: {', '.join(sorted(_REGISTRY))}"
-        )
+        broken = "".join(f"; handler module {m} failed to load ({e})" for m, e in _load_errors.items())
+        raise InvalidInput(f"unknown task_type {task_type!r}; known types: {', '.join(sorted(_REGISTRY))}{broken}")
     return spec
 
 

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""headless-wan worker: claims ready tasks from the database and runs them, for days.
+
+    python headless.py --db sqlite:///tasks.db            # embedded default
+    python headless.py --db postgresql://user@host/db     # many machines, one queue
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+from source.event_log import EventLog  # noqa: E402
+from source.storage import Storage  # noqa: E402
+from source.store.task_store import TaskStore, redact_url  # noqa: E402
+from source.worker import Worker, WorkerConfig  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", default=os.environ.get("HEADLESS_DB_URL", "sqlite:///tasks.db"),
+                   help="database URL (default $HEADLESS_DB_URL or sqlite:///tasks.db)")
+    p.add_argument("--worker-id", default=None, help="unique name of this worker (default host-pid-random)")
+    p.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls when idle")
+    p.add_argument("--lease-seconds", type=float, default=60.0,
+                   help="a task whose worker stops renewing its lease for this long is taken over")
+    p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks")
+    p.add_argument("--exit-when-idle", action="store_true", help="drain the ready work, then exit 0")
+    p.add_argument("--task-types", default=None, help="comma-separated task types this worker takes")
+    p.add_argument("--log-dir", type=Path, default=None, help="also write JSON-lines logs here")
+    p.add_argument("--task-timeout", type=float, default=None,
+                   help="default time limit per task in seconds (params timeout_seconds overrides)")
+    p.add_argument("--shutdown-grace", type=float, default=30.0,
+                   help="on SIGTERM, seconds the running task may finish before it is handed back")
+    p.add_argument("--retry-base-seconds", type=float, default=10.0, help="first retry delay (doubles each time)")
+    p.add_argument("--no-listen", action="store_true", help="poll only (no LISTEN/NOTIFY or change detection)")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="where outputs go for non-SQLite databases (default ./outputs)")
+    p.add_argument("--input-root", type=Path, action="append", default=[],
+                   help="a folder task params may read files from (repeatable; also $HEADLESS_INPUT_ROOTS)")
+    p.add_argument("--keep-work-dirs", action="store_true", help="keep each task's scratch folder")
+    return p.parse_args(argv)
+
+
+def input_roots(args: argparse.Namespace) -> list[Path]:
+    roots = [REPO / "samples", *args.input_root]
+    roots += [Path(p) for p in os.environ.get("HEADLESS_INPUT_ROOTS", "").split(os.pathsep) if p]
+    return [r.resolve() for r in roots]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = WorkerConfig(
+        poll_interval=args.poll_interval, lease_seconds=args.lease_seconds, max_tasks=args.max_tasks,
+        exit_when_idle=args.exit_when_idle,
+        task_types=[t.strip() for t in args.task_types.split(",") if t.strip()] if args.task_types else None,
+        task_timeout=args.task_timeout, shutdown_grace=args.shutdown_grace,
+        retry_base_seconds=args.retry_base_seconds, listen=not args.no_listen, keep_work_dirs=args.keep_work_dirs,
+    )
+    if args.worker_id:
+        config.worker_id = args.worker_id
+    log = EventLog(config.worker_id, args.log_dir)
+    try:
+        store = TaskStore(args.db)
+    except Exception as exc:
+        log.emit("worker_stopped", reason="database unavailable", database=redact_url(args.db),
+                 error=f"{type(exc).__name__}: {exc}"[:500])
+        return 2
+    storage = Storage.for_database(store.url, outputs_dir=args.output_dir, input_roots=input_roots(args))
+    worker = Worker(store, storage, config, log)
+    worker.install_signal_handlers()
+    try:
+        return worker.run()
+    finally:
+        store.close()
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Every SQL statement of the task store, for both backends, in one place.
+
+The two backends share most statements; they differ in how "now" and "now + N seconds" are written
+(SQLite: ISO-8601 UTC text computed by the worker, the seed's format; PostgreSQL: the server's clock,
+so leases are judged by one clock however many machines share the queue), in the schema types, and in
+the claim (SQLite: one UPDATE ... RETURNING inside BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE SKIP LOCKED).
+
+Every state change is guarded by the expected status, worker and attempt (`:id`, `:worker`, `:attempt`),
+so a late or duplicate actor changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUEUED, IN_PROGRESS, COMPLETE, FAILED, CANCELLED = "Queued", "In Progress", "Complete", "Failed", "Cancelled"
+TERMINAL = (COMPLETE, FAILED, CANCELLED)
+NOTIFY_CHANNEL = "headless_tasks"
+SCHEMA_VERSION = 1
+
+# The seed's 11 columns come first; a table made by the seed worker is migrated by adding the rest.
+_SEED_TABLE_SQLITE = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    task_type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'Queued',
+    dependant_on TEXT NULL,
+    output_location TEXT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z'),
+    updated_at TEXT NULL,
+    generation_started_at TEXT NULL,
+    generation_processed_at TEXT NULL,
+    project_id TEXT NULL
+)"""
+
+_SEED_TABLE_POSTGRES = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    task_type TEXT NOT NULL,
+    params JSONB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'Queued',
+    dependant_on TEXT NULL,
+    output_location TEXT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NULL,
+    generation_started_at TIMESTAMPTZ NULL,
+    generation_processed_at TIMESTAMPTZ NULL,
+    project_id TEXT NULL
+)"""
+
+
+def _extra_columns(ts: str, json_type: str) -> list[tuple[str, str]]:
+    """Columns the seed did not have. All have defaults, so an INSERT naming only seed columns works."""
+    return [
+        ("priority", "INTEGER NOT NULL DEFAULT 0"),
+        ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+        ("max_attempts", "INTEGER NOT NULL DEFAULT 3"),
+        ("not_before", f"{ts} NULL"),
+        ("worker_id", "TEXT NULL"),
+        ("lease_expires_at", f"{ts} NULL"),
+        ("heartbeat_at", f"{ts} NULL"),
+        ("error_message", "TEXT NULL"),
+        ("progress", "REAL NULL"),
+        ("progress_message", "TEXT NULL"),
+        ("result", f"{json_type} NULL"),
+        ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+        ("timeout_seconds", "REAL NULL"),
+        ("parent_task_id", "TEXT NULL"),
+        ("completes_parent", "INTEGER NOT NULL DEFAULT 0"),
+        ("awaiting_children", "INTEGER NOT NULL DEFAULT 0"),
+    ]
+
+
+def _other_tables(ts: str, now_default: str) -> list[str]:
+    return [
+        # Several parents per task. Direct-SQL users insert rows here in the same transaction as the task.
+        """CREATE TABLE IF NOT EXISTS task_dependencies (
+            task_id TEXT NOT NULL,
+            depends_on TEXT NOT NULL,
+            PRIMARY KEY (task_id, depends_on)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NULL,
+            pid INTEGER NULL,
+            started_at {ts} NULL,
+            last_seen_at {ts} NULL,
+            current_task_id TEXT NULL,
+            version TEXT NULL,
+            status TEXT NULL
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS output_cache (
+            cache_key TEXT PRIMARY KEY,
+            output_location TEXT NOT NULL,
+            task_id TEXT NULL,
+            created_at {ts} NOT NULL DEFAULT {now_default}
+        )""",
+        """CREATE TABLE IF NOT EXISTS headless_schema (
+            name TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        )""",
+    ]
+
+
+_INDEXES = [
+    # The claim walks this partial index in order and stops at the first ready row.
+    "CREATE INDEX IF NOT EXISTS idx_tasks_ready ON tasks (priority DESC, created_at, id) WHERE status = 'Queued'",
+    "CREATE INDEX IF NOT EXISTS idx_tasks_lease ON tasks (lease_expires_at) WHERE status = 'In Progress'",
+    "CREATE INDEX IF NOT EXISTS idx_tasks_dependant_on ON tasks (dependant_on)",
+    "CREATE INDEX IF NOT EXISTS idx_tasks_parent ON tasks (parent_task_id)",
+    "CREATE INDEX IF NOT EXISTS idx_status_created ON tasks (status, created_at)",
+    "CREATE INDEX IF NOT EXISTS idx_task_dependencies_parent ON task_dependencies (depends_on)",
+]
+
+_POSTGRES_NOTIFY = [
+    f"""CREATE OR REPLACE FUNCTION headless_notify_tasks() RETURNS trigger AS $$
+    BEGIN
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+        RETURN NULL;
+    END $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS headless_tasks_notify ON tasks",
+    # New rows and rows that became Queued or Complete (a Complete parent may make children ready).
+    """CREATE TRIGGER headless_tasks_notify AFTER INSERT OR UPDATE OF status ON tasks
+       FOR EACH ROW WHEN (NEW.status IN ('Queued', 'Complete'))
+       EXECUTE FUNCTION headless_notify_tasks()""",
+]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    now: str  # SQL for the current time
+    lease_until: str  # SQL for now + :lease_seconds
+    not_before_at: str  # SQL for now + :delay_seconds
+    seed_table: str
+    extra_columns: list[tuple[str, str]]
+    other_tables: list[str]
+    indexes: list[str]
+    triggers: list[str]
+    add_column: str  # format with name, ddl
+    claim_template: str  # format with type_filter
+
+    def claim_sql(self, n_types: int) -> str:
+        type_filter = ""
+        if n_types:
+            names = ", ".join(f":type{i}" for i in range(n_types))
+            type_filter = f"AND t.task_type IN ({names})"
+        return self.claim_template.format(type_filter=type_filter)
+
+
+# The dependency gate: the seed's single parent by a LEFT JOIN on its primary key (an EXISTS here would plan
+# as a hashed subplan scanning the whole table in PostgreSQL), further parents by an anti-join on the
+# dependency table's primary key. Both are per-candidate index lookups.
+_READY_WHERE = """
+    t.status = 'Queued'
+    AND (t.not_before IS NULL OR t.not_before <= {now})
+    AND (t.dependant_on IS NULL OR p.status = 'Complete')
+    AND NOT EXISTS (
+        SELECT 1 FROM task_dependencies d JOIN tasks q ON q.id = d.depends_on
+        WHERE d.task_id = t.id AND q.status <> 'Complete')
+    {{type_filter}}
+"""
+
+_CLAIM_SET = """
+    status = 'In Progress', worker_id = :worker, attempts = attempts + 1,
+    lease_expires_at = {lease_until}, heartbeat_at = {now}, generation_started_at = {now},
+    updated_at = {now}, progress = 0, progress_message = NULL, error_message = NULL
+"""
+
+SQLITE = Dialect(
+    name="sqlite",
+    now=":now",
+    lease_until=":lease_until",
+    not_before_at=":not_before_at",
+    seed_table=_SEED_TABLE_SQLITE,
+    extra_columns=_extra_columns("TEXT", "TEXT"),
+    other_tables=_other_tables("TEXT", "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')"),
+    indexes=_INDEXES,
+    triggers=[],
+    add_column="ALTER TABLE tasks ADD COLUMN {name} {ddl}",
+    claim_template=(
+        "UPDATE tasks SET " + _CLAIM_SET.format(now=":now", lease_until=":lease_until")
+        + " WHERE status = 'Queued' AND id = (SELECT t.id FROM tasks t LEFT JOIN tasks p ON p.id = t.dependant_on"
+        " WHERE " + _READY_WHERE.format(now=":now")
+        + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) RETURNING *"
+    ),
+)
+
+_PG_LEASE = "now() + make_interval(secs => CAST(:lease_seconds AS double precision))"
+POSTGRES = Dialect(
+    name="postgresql",
+    now="now()",
+    lease_until=_PG_LEASE,
+    not_before_at="now() + make_interval(secs => CAST(:delay_seconds AS double precision))",
+    seed_table=_SEED_TABLE_POSTGRES,
+    extra_columns=_extra_columns("TIMESTAMPTZ", "JSONB"),
+    other_tables=_other_tables("TIMESTAMPTZ", "now()"),
+    indexes=_INDEXES,
+    triggers=_POSTGRES_NOTIFY,
+    add_column="ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {name} {ddl}",
+    claim_template=(
+        "WITH candidate AS (SELECT t.id FROM tasks t LEFT JOIN tasks p ON p.id = t.dependant_on"
+        " WHERE " + _READY_WHERE.format(now="now()")
+        + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED)"
+        " UPDATE tasks SET " + _CLAIM_SET.format(now="now()", lease_until=_PG_LEASE)
+        + " FROM candidate WHERE tasks.id = candidate.id AND tasks.status = 'Queued' RETURNING tasks.*"
+    ),
+)
+
+
+class Statements:
+    """The guarded statements, written once with the dialect's time expressions."""
+
+    def __init__(self, d: Dialect) -> None:
+        now, lease_until, not_before_at = d.now, d.lease_until, d.not_before_at
+        owned = "id = :id AND status = 'In Progress' AND worker_id = :worker AND attempts = :attempt"
+        self.claim_sql = d.claim_sql
+
+        self.heartbeat = (
+            f"UPDATE tasks SET lease_expires_at = {lease_until}, heartbeat_at = {now}, updated_at = {now},"
+            f" progress = :progress, progress_message = :message WHERE {owned} RETURNING cancel_requested"
+        )
+        self.complete = (
+            f"UPDATE tasks SET status = 'Complete', output_location = :output_location, result = :result,"
+            f" progress = 1, lease_expires_at = NULL, generation_processed_at = {now}, updated_at = {now}"
+            f" WHERE {owned} RETURNING parent_task_id, completes_parent"
+        )
+        self.fail = (
+            f"UPDATE tasks SET status = 'Failed', error_message = :message, lease_expires_at = NULL,"
+            f" generation_processed_at = {now}, updated_at = {now} WHERE {owned} RETURNING parent_task_id"
+        )
+        self.cancelled = (
+            f"UPDATE tasks SET status = 'Cancelled', error_message = :message, lease_expires_at = NULL,"
+            f" generation_processed_at = {now}, updated_at = {now} WHERE {owned} RETURNING parent_task_id"
+        )
+        self.retry_later = (
+            f"UPDATE tasks SET status = 'Queued', error_message = :message, worker_id = NULL,"
+            f" lease_expires_at = NULL, not_before = {not_before_at}, updated_at = {now} WHERE {owned}"
+        )
+        # Graceful shutdown: back to Queued without spending the attempt.
+        self.hand_back = (
+            f"UPDATE tasks SET status = 'Queued', attempts = attempts - 1, worker_id = NULL,"
+            f" lease_expires_at = NULL, progress = NULL, progress_message = NULL, updated_at = {now}"
+            f" WHERE {owned}"
+        )
+        # An orchestrator that spawned children waits without a worker or a lease.
+        self.await_children = (
+            f"UPDATE tasks SET awaiting_children = 1, worker_id = NULL, lease_expires_at = NULL,"
+            f" progress_message = 'waiting for child tasks', updated_at = {now} WHERE {owned}"
+        )
+        self.expired_leases = (
+            f"SELECT id, worker_id, attempts, max_attempts FROM tasks"
+            f" WHERE status = 'In Progress' AND lease_expires_at < {now} LIMIT 100"
+        )
+        self.reclaim_expired = (
+            f"UPDATE tasks SET status = 'Queued', worker_id = NULL, lease_expires_at = NULL, updated_at = {now},"
+            f" error_message = :message WHERE id = :id AND status = 'In Progress' AND attempts = :attempt"
+            f" AND lease_expires_at < {now}"
+        )
+        self.fail_expired = (
+            f"UPDATE tasks SET status = 'Failed', lease_expires_at = NULL, updated_at = {now},"
+            f" generation_processed_at = {now}, error_message = :message"
+            f" WHERE id = :id AND status = 'In Progress' AND attempts = :attempt AND lease_expires_at < {now}"
+            f" RETURNING parent_task_id"
+        )
+        # Orchestrator fan-in: complete/fail the waiting parent (guarded on it still waiting).
+        self.complete_parent = (
+            f"UPDATE tasks SET status = 'Complete', output_location = :output_location, result = :result,"
+            f" progress = 1, awaiting_children = 0, progress_message = NULL, generation_processed_at = {now},"
+            f" updated_at = {now} WHERE id = :id AND status = 'In Progress' AND awaiting_children = 1"
+        )
+        self.end_parent = (
+            f"UPDATE tasks SET status = :status, error_message = :message, awaiting_children = 0,"
+            f" generation_processed_at = {now}, updated_at = {now}"
+            f" WHERE id = :id AND status = 'In Progress' AND awaiting_children = 1 RETURNING parent_task_id"
+        )
+        # Propagation to waiting descendants (only Queued rows change).
+        self.end_queued = (
+            f"UPDATE tasks SET status = :status, error_message = :message, updated_at = {now},"
+            f" generation_processed_at = {now} WHERE id = :id AND status = 'Queued' RETURNING parent_task_id"
+        )
+        self.children_by_dependant_on = "SELECT id FROM tasks WHERE dependant_on = :id"
+        self.children_by_edges = "SELECT task_id FROM task_dependencies WHERE depends_on = :id"
+        self.child_tasks = "SELECT id, status FROM tasks WHERE parent_task_id = :id"
+        self.request_cancel_running = (
+            f"UPDATE tasks SET cancel_requested = 1, updated_at = {now} WHERE id = :id AND status = 'In Progress'"
+        )
+        self.cancel_queued = (
+            f"UPDATE tasks SET status = 'Cancelled', cancel_requested = 1, error_message = :message,"
+            f" updated_at = {now}, generation_processed_at = {now} WHERE id = :id AND status = 'Queued'"
+        )
+        self.cancel_waiting_parent = (
+            f"UPDATE tasks SET status = 'Cancelled', cancel_requested = 1, awaiting_children = 0,"
+            f" error_message = :message, updated_at = {now}, generation_processed_at = {now}"
+            f" WHERE id = :id AND status = 'In Progress' AND awaiting_children = 1"
+        )
+        self.requeue_for_retry = (
+            f"UPDATE tasks SET status = 'Queued', attempts = 0, error_message = NULL, not_before = NULL,"
+            f" cancel_requested = 0, worker_id = NULL, lease_expires_at = NULL, progress = NULL,"
+            f" progress_message = NULL, output_location = NULL, result = NULL, updated_at = {now}"
+            f" WHERE id = :id AND status IN ('Failed', 'Cancelled')"
+        )
+        self.rewait_parent = (
+            f"UPDATE tasks SET status = 'In Progress', awaiting_children = 1, error_message = NULL,"
+            f" cancel_requested = 0, generation_processed_at = NULL, updated_at = {now},"
+            f" progress_message = 'waiting for child tasks' WHERE id = :id"
+        )
+        self.regenerate = (
+            f"UPDATE tasks SET status = 'Queued', params = :params, attempts = 0, error_message = NULL,"
+            f" not_before = NULL, cancel_requested = 0, worker_id = NULL, lease_expires_at = NULL,"
+            f" progress = NULL, progress_message = NULL, result = NULL, updated_at = {now}"
+            f" WHERE id = :id AND status IN ('Complete', 'Failed', 'Cancelled')"
+        )
+        self.requeue_complete = (
+            f"UPDATE tasks SET status = 'Queued', attempts = 0, error_message = NULL, not_before = NULL,"
+            f" worker_id = NULL, lease_expires_at = NULL, progress = NULL, progress_message = NULL,"
+            f" result = NULL, updated_at = {now} WHERE id = :id AND status IN ('Complete', 'Failed', 'Cancelled')"
+        )
+        # Queued rows whose parent does not exist would wait forever: end them with a clear error.
+        self.orphans = (
+            "SELECT t.id, t.dependant_on FROM tasks t LEFT JOIN tasks p ON p.id = t.dependant_on"
+            " WHERE t.status = 'Queued' AND t.dependant_on IS NOT NULL AND p.id IS NULL LIMIT 100"
+        )
+        self.orphan_edges = (
+            "SELECT d.task_id, d.depends_on FROM task_dependencies d JOIN tasks t ON t.id = d.task_id"
+            " LEFT JOIN tasks q ON q.id = d.depends_on WHERE t.status = 'Queued' AND q.id IS NULL LIMIT 100"
+        )
+        # Rows whose parent ended Failed/Cancelled while they were inserted (direct SQL) also must not strand.
+        self.stranded = (
+            "SELECT t.id, p.id AS parent, p.status AS parent_status FROM tasks t JOIN tasks p ON p.id = t.dependant_on"
+            " WHERE t.status = 'Queued' AND p.status IN ('Failed', 'Cancelled') LIMIT 100"
+        )
+        self.stranded_edges = (
+            "SELECT t.id, q.id AS parent, q.status AS parent_status FROM task_dependencies d"
+            " JOIN tasks t ON t.id = d.task_id JOIN tasks q ON q.id = d.depends_on"
+            " WHERE t.status = 'Queued' AND q.status IN ('Failed', 'Cancelled') LIMIT 100"
+        )
+        self.get = "SELECT * FROM tasks WHERE id = :id"
+        self.dependencies_of = "SELECT depends_on FROM task_dependencies WHERE task_id = :id"
+        self.output_of = "SELECT output_location FROM tasks WHERE id = :id AND status = 'Complete'"
+        self.insert_edge = "INSERT INTO task_dependencies (task_id, depends_on) VALUES (:task_id, :depends_on)"
+        self.cache_get = "SELECT output_location FROM output_cache WHERE cache_key = :key"
+        self.cache_delete = "DELETE FROM output_cache WHERE cache_key = :key"
+        self.cache_put = (
+            "INSERT INTO output_cache (cache_key, output_location, task_id, created_at)"
+            f" VALUES (:key, :location, :task_id, {now})"
+            " ON CONFLICT (cache_key) DO UPDATE SET output_location = excluded.output_location,"
+            " task_id = excluded.task_id"
+        )
+        self.worker_upsert = (
+            "INSERT INTO workers (id, host, pid, started_at, last_seen_at, current_task_id, version, status)"
+            f" VALUES (:id, :host, :pid, {now}, {now}, NULL, :version, 'running')"
+            " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+            " started_at = excluded.started_at, last_seen_at = excluded.last_seen_at,"
+            " current_task_id = NULL, version = excluded.version, status = 'running'"
+        )
+        self.worker_seen = (
+            f"UPDATE workers SET last_seen_at = {now}, current_task_id = :task_id, status = :status WHERE id = :id"
+        )
+        self.notify = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')" if d.name == "postgresql" else None
+
+
+def dialect_for(url: str) -> Dialect:
+    return SQLITE if url.startswith("sqlite") else POSTGRES
