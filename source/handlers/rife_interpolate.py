@@ -1,0 +1,77 @@
+"""`rife_interpolate_images`: a video of RIFE frames morphing from one image to another.
+
+Params (the seed's names): `input_image_path1`, `input_image_path2` (paths or URLs, resolved through the
+context, so they must lie in an allowed input root or be downloadable), `frames` (>= 2, any count: every
+frame is predicted directly at its own t, nothing is repeated), `resolution` ("WxH"; default the first
+image's size; odd sides are floored to even for H.264), `fps` (default 16). `output_path` and
+`output_dir` are accepted for compatibility and ignored: the file goes to the task's own output path.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from source.handler_registry import register
+from source.media.images import load_image_rgb
+from source.media.video_io import VideoWriter
+from source.task_context import HandlerResult, InvalidInput, TaskContext
+
+_RES = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
+
+
+class RifeInterpolateParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input_image_path1: str = Field(min_length=1)
+    input_image_path2: str = Field(min_length=1)
+    frames: int = Field(ge=2)
+    resolution: str | None = None
+    fps: float = Field(16.0, gt=0, le=240)
+    output_path: str | None = None  # accepted, ignored (the seed required it and ignored it too)
+    output_dir: str | None = None   # accepted, ignored
+
+    @field_validator("resolution")
+    @classmethod
+    def _check_resolution(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        m = _RES.match(v)
+        if not m:
+            raise ValueError(f"resolution must look like '832x480', got {v!r}")
+        w, h = int(m.group(1)), int(m.group(2))
+        if not (16 <= w <= 4096 and 16 <= h <= 4096):
+            raise ValueError(f"resolution {w}x{h} is outside 16..4096 pixels per side")
+        return f"{w}x{h}"
+
+
+@register("rife_interpolate_images", params_model=RifeInterpolateParams)
+def handle_rife_interpolate(params: RifeInterpolateParams, ctx: TaskContext) -> HandlerResult:
+    from source.media.rife import get_rife  # torch is imported only when such a task runs
+
+    path1 = ctx.resolve_input(params.input_image_path1, kind="input_image_path1")
+    path2 = ctx.resolve_input(params.input_image_path2, kind="input_image_path2")
+    if params.resolution:
+        w, h = (int(v) for v in params.resolution.split("x"))
+    else:
+        h, w = load_image_rgb(path1).shape[:2]
+    w, h = w - w % 2, h - h % 2  # H.264 (yuv420p) needs even sides
+    first = load_image_rgb(path1, (w, h))
+    second = load_image_rgb(path2, (w, h))
+    ctx.progress(0.02, "loading RIFE")
+    rife = get_rife()
+    n = params.frames
+    out = ctx.output_path(".mp4", stem="rife")
+    tmp = ctx.work_dir / "rife.mp4"
+    with VideoWriter(tmp, fps=params.fps) as writer:
+        for i, frame in enumerate(rife.transition(first, second, n)):
+            writer.write(frame)
+            ctx.progress(0.05 + 0.93 * (i + 1) / n, f"frame {i + 1}/{n}")
+    if writer.count != n:  # pragma: no cover - defensive
+        raise InvalidInput(f"wrote {writer.count} frames, expected {n}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(out)
+    ctx.progress(1.0, "done")
+    return HandlerResult(output_location=ctx.location_for(out),
+                         result={"frames": n, "width": w, "height": h, "fps": params.fps})
