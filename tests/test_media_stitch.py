@@ -1,0 +1,174 @@
+"""Streaming cross-fade stitch: exact frame arithmetic, blend values, bounded memory, fps/size post-passes."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from source.media.stitch import (count_frames, crossfade_weights, stitch_videos, upsample_fps,
+                                 upscale_video)
+from source.media.video_io import probe_video, read_frames, write_video
+from source.task_context import InvalidInput
+
+
+def flat_video(path: Path, values: list[int], size=(32, 24), fps=16) -> Path:
+    """One flat grey frame per value (H.264 keeps flat frames within a level or two)."""
+    w, h = size
+    write_video((np.full((h, w, 3), v, np.uint8) for v in values), path, fps=fps)
+    return path
+
+
+def levels(path: Path) -> list[float]:
+    return [float(f.mean()) for f in read_frames(path)]
+
+
+def test_weights_are_symmetric_cosine_ease_strictly_inside():
+    for o in (1, 2, 5, 12):
+        a = crossfade_weights(o)
+        assert len(a) == o and np.all(a > 0) and np.all(a < 1)
+        assert np.all(np.diff(a) > 0)
+        assert np.allclose(a + a[::-1], 1.0)
+    assert crossfade_weights(1)[0] == pytest.approx(0.5)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=4).flatmap(
+    lambda lens: st.tuples(st.just(lens),
+                           st.tuples(*[st.integers(0, min(a, b)) for a, b in zip(lens, lens[1:])]))))
+def test_frame_count_is_sum_of_lengths_minus_overlaps(tmp_path_factory, case):
+    lengths, overlaps = case
+    d = tmp_path_factory.mktemp("hyp")
+    segs = [flat_video(d / f"s{i}.mp4", [30 + 40 * i] * n, size=(16, 16)) for i, n in enumerate(lengths)]
+    res = stitch_videos(segs, list(overlaps), d / "out.mp4", fps=16)
+    expected = sum(lengths) - sum(overlaps)
+    assert res.frames == expected
+    assert probe_video(d / "out.mp4").frames == expected
+    assert (res.width, res.height, res.fps) == (16, 16, 16)
+
+
+@pytest.mark.parametrize("lengths,overlaps", [
+    ([9, 9, 9], [0, 0]),          # plain concatenation (the seed's broken path)
+    ([17, 13, 21], [4, 6]),
+    ([5, 5], [5]),                # a whole segment is the overlap
+    ([6, 3, 6], [2, 3]),          # middle segment blended on both sides, fully used
+    ([1], []),                    # single segment: a copy
+])
+def test_frame_count_fixed_mixes(tmp_path, lengths, overlaps):
+    segs = [flat_video(tmp_path / f"s{i}.mp4", [50 + 60 * i] * n) for i, n in enumerate(lengths)]
+    res = stitch_videos(segs, overlaps, tmp_path / "out.mp4", fps=16)
+    assert res.frames == probe_video(tmp_path / "out.mp4").frames == sum(lengths) - sum(overlaps)
+
+
+def test_zero_overlap_concatenates_in_order(tmp_path):
+    a = flat_video(tmp_path / "a.mp4", [20, 40, 60])
+    b = flat_video(tmp_path / "b.mp4", [120, 160])
+    stitch_videos([a, b], [0], tmp_path / "out.mp4", fps=16)
+    assert np.allclose(levels(tmp_path / "out.mp4"), [20, 40, 60, 120, 160], atol=2.5)
+
+
+def test_blended_frames_lie_between_sources_and_follow_the_weights(tmp_path):
+    a = flat_video(tmp_path / "a.mp4", [40] * 8)
+    b = flat_video(tmp_path / "b.mp4", [200] * 8)
+    stitch_videos([a, b], [4], tmp_path / "out.mp4", fps=16)
+    lv = levels(tmp_path / "out.mp4")
+    assert len(lv) == 12
+    assert np.allclose(lv[:4], 40, atol=2.5) and np.allclose(lv[8:], 200, atol=2.5)
+    blend = np.array(lv[4:8])
+    assert np.all(blend > 42) and np.all(blend < 198) and np.all(np.diff(blend) > 0)
+    assert np.allclose(blend, 40 + 160 * crossfade_weights(4), atol=3)
+
+
+def test_different_sizes_are_resized_to_the_first_or_given_size(tmp_path):
+    a = flat_video(tmp_path / "a.mp4", [60] * 5, size=(48, 32))
+    b = flat_video(tmp_path / "b.mp4", [180] * 7, size=(64, 48))
+    res = stitch_videos([a, b], [2], tmp_path / "out.mp4", fps=16)
+    assert (res.frames, res.width, res.height) == (10, 48, 32)
+    info = probe_video(tmp_path / "out.mp4")
+    assert (info.frames, info.width, info.height) == (10, 48, 32)
+    res = stitch_videos([a, b], [2], tmp_path / "out2.mp4", fps=16, size=(64, 48), upscale_to=(96, 72))
+    info = probe_video(tmp_path / "out2.mp4")
+    assert (res.width, res.height) == (info.width, info.height) == (96, 72) and info.frames == 10
+
+
+def test_sharpen_changes_only_blended_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    base = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    base = np.repeat(np.repeat(base[::8, ::8], 8, 0), 8, 1)  # blocky texture H.264 keeps well
+    write_video([base] * 6, tmp_path / "a.mp4")
+    write_video([255 - base] * 6, tmp_path / "b.mp4")
+    stitch_videos([tmp_path / "a.mp4", tmp_path / "b.mp4"], [3], tmp_path / "plain.mp4", fps=16)
+    stitch_videos([tmp_path / "a.mp4", tmp_path / "b.mp4"], [3], tmp_path / "sharp.mp4", fps=16, sharpen=1.0)
+    plain, sharp = read_frames(tmp_path / "plain.mp4"), read_frames(tmp_path / "sharp.mp4")
+    assert len(plain) == len(sharp) == 9
+    diff = [np.abs(p.astype(int) - s).mean() for p, s in zip(plain, sharp)]
+    assert max(diff[3:6]) > 3 * max(diff[:3] + diff[6:]) and max(diff[3:6]) > 1
+
+
+def test_clear_errors(tmp_path):
+    a = flat_video(tmp_path / "a.mp4", [50] * 4)
+    b = flat_video(tmp_path / "b.mp4", [90] * 6)
+    with pytest.raises(InvalidInput, match="overlap 0 is 5 frames"):
+        stitch_videos([a, b], [5], tmp_path / "o.mp4", fps=16)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(InvalidInput, match="junk.mp4"):
+        stitch_videos([a, junk], [2], tmp_path / "o.mp4", fps=16)
+    with pytest.raises(InvalidInput, match="not found"):
+        stitch_videos([a, tmp_path / "missing.mp4"], [0], tmp_path / "o.mp4", fps=16)
+    with pytest.raises(InvalidInput, match="overlaps"):
+        stitch_videos([a, b], [], tmp_path / "o.mp4", fps=16)
+    with pytest.raises(InvalidInput, match="fps_multiplier"):
+        stitch_videos([a, b], [1], tmp_path / "o.mp4", fps=16, fps_multiplier=3.5)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def _stitch_peak(tmp_path: Path, tag: str, seg_len: int) -> tuple[int, int]:
+    rng = np.random.default_rng(1)
+    tex = (rng.random((96, 128, 3)) * 255).astype(np.uint8)
+    segs = []
+    for i in range(3):
+        p = tmp_path / f"{tag}{i}.mp4"
+        write_video((np.roll(tex, k + 7 * i, axis=1) for k in range(seg_len)), p)
+        segs.append(p)
+    tracemalloc.start()
+    try:
+        res = stitch_videos(segs, [6, 6], tmp_path / f"{tag}_out.mp4", fps=16)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return res.frames, peak
+
+
+def test_peak_memory_does_not_grow_with_length(tmp_path):
+    n1, peak1 = _stitch_peak(tmp_path, "short", 40)
+    n8, peak8 = _stitch_peak(tmp_path, "long", 320)
+    assert (n1, n8) == (3 * 40 - 12, 3 * 320 - 12)
+    decoded_long = n8 * 96 * 128 * 3  # ~35 MB if whole segments were held
+    assert peak8 < 1.5 * peak1 + 512 * 1024, (peak1, peak8)
+    assert peak8 < decoded_long / 8, (peak8, decoded_long)
+
+
+def test_fps_multiplier_uses_rife_and_gives_n_minus_1_times_m_plus_1(tmp_path):
+    rng = np.random.default_rng(2)
+    tex = np.repeat(np.repeat((rng.random((8, 12, 3)) * 255).astype(np.uint8), 8, 0), 8, 1)
+    write_video((np.roll(tex, 2 * k, axis=1) for k in range(4)), tmp_path / "a.mp4")
+    write_video((np.roll(tex, 2 * k + 6, axis=1) for k in range(4)), tmp_path / "b.mp4")
+    res = stitch_videos([tmp_path / "a.mp4", tmp_path / "b.mp4"], [1], tmp_path / "x2.mp4", fps=8,
+                        fps_multiplier=2)
+    n = 4 + 4 - 1
+    assert res.frames == (n - 1) * 2 + 1 == probe_video(tmp_path / "x2.mp4").frames
+    assert res.fps == 16 and abs(probe_video(tmp_path / "x2.mp4").fps - 16) < 0.01
+    assert upsample_fps(tmp_path / "a.mp4", tmp_path / "a4.mp4", 4, fps=8) == (4 - 1) * 4 + 1
+    assert count_frames(tmp_path / "a4.mp4") == 13
+
+
+def test_upscale_video_streams_to_size(tmp_path):
+    a = flat_video(tmp_path / "a.mp4", [70] * 5, size=(32, 24), fps=12)
+    assert upscale_video(a, tmp_path / "big.mp4", (64, 48)) == 5
+    info = probe_video(tmp_path / "big.mp4")
+    assert (info.frames, info.width, info.height) == (5, 64, 48) and abs(info.fps - 12) < 0.01
