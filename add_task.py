@@ -37,8 +37,9 @@ class CliError(Exception):
     pass
 
 
-def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=os.environ.get("HEADLESS_DB_URL", "sqlite:///tasks.db"), help="database URL")
+def _db_arg(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    default = default or os.environ.get("HEADLESS_DB_URL", "sqlite:///tasks.db")
+    p.add_argument("--db", default=default, help="database URL (default $HEADLESS_DB_URL or sqlite:///tasks.db)")
 
 
 def load_params(text: str) -> Any:
@@ -204,10 +205,11 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     add.add_argument("--no-validate", action="store_true", help="insert without checking params")
 
     cmd = argparse.ArgumentParser(prog="add_task.py")
+    _db_arg(cmd)  # --db may come before or after the command
     sub = cmd.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         sp = sub.add_parser(name)
-        _db_arg(sp)
+        _db_arg(sp, default=argparse.SUPPRESS)
         if name != "list":
             sp.add_argument("id")
         if name == "status":

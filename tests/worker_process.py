@@ -21,8 +21,12 @@ class WorkerProcess:
         cmd = [sys.executable, str(REPO / "headless.py"), "--db", db_url, "--worker-id", worker_id,
                "--log-dir", str(log_dir), *args]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(cmd, cwd=str(REPO), env=full_env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # stderr goes to a file: an unread pipe would fill up and block the worker
+        self.stderr_path = self.log_dir / f"stderr-{worker_id}.txt"
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(cmd, cwd=str(REPO), env=full_env, stdout=subprocess.DEVNULL,
+                                         stderr=err, text=True)
 
     @property
     def log_file(self) -> Path:
@@ -64,10 +68,11 @@ class WorkerProcess:
     def wait(self, timeout: float = 60.0) -> int:
         return self.proc.wait(timeout)
 
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
     def stderr_tail(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        return (self.proc.stderr.read() or "")[-3000:]
+        return self.stderr()[-3000:]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
