@@ -1,0 +1,164 @@
+"""Optional engine: the upstream Wan2GP (WanGP) through its in-process API, `shared/api.py`.
+
+Only used when selected ($HEADLESS_ENGINE=wan2gp or param engine="wan2gp") and mounted at ./Wan2GP or
+$WAN2GP_DIR; never imported otherwise. Wan2GP is not Apache-licensed (see Wan2GP/README.md): it stays out
+of the default install. The bridge passes the same normalised parameters as a WanGP settings dict:
+
+    session = shared.api.init(root=WAN2GP_DIR, cli_args=[...], output_dir=..., console_output=False)
+    job = session.submit_task(settings)
+    for event in job.events.iter(timeout=0.2): ...   # progress -> ctx.progress; a cancel -> job.cancel()
+    result = job.result()                             # .generated_files / .errors / .cancelled
+
+Extra start-up flags for WanGP come from $WAN2GP_ARGS (e.g. "--attention sage2 --profile 3").
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from source.task_context import InvalidInput, TaskCancelled, TaskContext, TransientError
+
+# Our catalog names -> WanGP model types (other names are passed through unchanged).
+WAN2GP_TYPES = {
+    "wan2.1-t2v-1.3b": "t2v_1.3B", "wan2.1-t2v-14b": "t2v", "wan2.1-i2v-14b-480p": "i2v",
+    "wan2.1-i2v-14b-720p": "i2v_720p", "wan2.1-flf2v-14b-720p": "flf2v_720p", "wan2.1-vace-1.3b": "vace_1.3B",
+    "wan2.1-vace-14b": "vace_14B", "wan2.2-t2v-a14b": "t2v_2_2", "wan2.2-i2v-a14b": "i2v_2_2",
+    "wan2.2-ti2v-5b": "ti2v_2_2",
+}
+
+_session = None
+_session_lock = threading.Lock()
+
+
+def wan2gp_dir() -> Path:
+    return Path(os.environ.get("WAN2GP_DIR") or (Path.cwd() / "Wan2GP")).expanduser().resolve()
+
+
+def _import_api(root: Path):
+    if not (root / "shared" / "api.py").is_file():
+        raise InvalidInput(
+            f"engine 'wan2gp' was selected but Wan2GP is not mounted at {root} (no shared/api.py). Clone "
+            f"https://github.com/deepbeepmeep/Wan2GP there (or set WAN2GP_DIR), install its requirements, or "
+            f"use the default engine 'diffusers'. See Wan2GP/README.md.")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from shared import api  # type: ignore[import-not-found]
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidInput(f"Wan2GP at {root} could not be imported ({type(exc).__name__}: {exc}); check its "
+                           f"requirements are installed in this environment") from None
+    return api
+
+
+def get_session(output_dir: Path):
+    global _session
+    with _session_lock:
+        if _session is None:
+            root = wan2gp_dir()
+            api = _import_api(root)
+            args = shlex.split(os.environ.get("WAN2GP_ARGS", ""))
+            _session = api.init(root=root, cli_args=args, output_dir=output_dir, console_output=False)
+        return _session
+
+
+def reset_session() -> None:
+    global _session
+    with _session_lock:
+        _session = None
+
+
+def build_settings(*, model_type: str, prompt: str, negative_prompt: str, width: int, height: int, frames: int,
+                   steps: int, guidance: float, guidance_2: float | None, flow_shift: float, seed: int, fps: float,
+                   inputs: dict[str, Any], loras: list) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "model_type": model_type, "prompt": prompt, "negative_prompt": negative_prompt,
+        "resolution": f"{width}x{height}", "video_length": frames, "num_inference_steps": steps,
+        "guidance_scale": guidance, "flow_shift": flow_shift, "seed": seed, "force_fps": fps,
+    }
+    if guidance_2 is not None:
+        s["guidance2_scale"] = guidance_2
+    image_prompt = ""
+    if inputs.get("image_start"):
+        s["image_start"] = str(inputs["image_start"])
+        image_prompt += "S"
+    if inputs.get("image_end"):
+        s["image_end"] = str(inputs["image_end"])
+        image_prompt += "E"
+    if image_prompt:
+        s["image_prompt_type"] = image_prompt
+    video_prompt = ""
+    if inputs.get("video_guide"):
+        s["video_guide"] = str(inputs["video_guide"])
+        video_prompt += "V"  # a pre-rendered control video: no re-annotation (no P/D letters)
+    if inputs.get("video_mask"):
+        s["video_mask"] = str(inputs["video_mask"])
+        video_prompt += "A"
+    if inputs.get("image_refs"):
+        s["image_refs"] = [str(p) for p in inputs["image_refs"]]
+        video_prompt += "I"
+    if video_prompt:
+        s["video_prompt_type"] = video_prompt
+    if loras:
+        s["activated_loras"] = [str(r.path) for r in loras]
+        s["loras_multipliers"] = " ".join(f"{r.multiplier:g}" for r in loras)
+    return s
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def generate(ctx: TaskContext, *, spec_name: str, spec, prompt: str, negative_prompt: str, width: int,
+             height: int, frames: int, steps: int, guidance: float, guidance_2: float | None, flow_shift: float,
+             seed: int, fps: float, inputs: dict[str, Any], loras: list, output_path: Path) -> Path:
+    out_dir = ctx.work_dir / "wan2gp"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    session = get_session(out_dir)
+    model_type = WAN2GP_TYPES.get(spec.name, spec_name)
+    settings = build_settings(model_type=model_type, prompt=prompt, negative_prompt=negative_prompt, width=width,
+                              height=height, frames=frames, steps=steps,
+                              guidance=guidance, guidance_2=guidance_2 if spec.boundary_ratio else None,
+                              flow_shift=flow_shift, seed=seed, fps=fps, inputs=inputs, loras=loras)
+    if hasattr(session, "output_dir"):
+        try:
+            session.output_dir = out_dir
+        except Exception:  # noqa: BLE001
+            pass
+    job = session.submit_task(settings)
+    cancelled = False
+    for event in job.events.iter(timeout=0.2):
+        if ctx.cancel_requested and not cancelled:
+            job.cancel()
+            cancelled = True
+        if _get(event, "kind") == "progress":
+            data = _get(event, "data")
+            k, n = _get(data, "current_step"), _get(data, "total_steps")
+            if k is not None and n:
+                try:
+                    ctx.progress(0.05 + 0.85 * float(k) / float(n), f"step {k} of {n}")
+                except TaskCancelled:
+                    job.cancel()
+                    cancelled = True
+    result = job.result()
+    if cancelled or _get(result, "cancelled"):
+        raise TaskCancelled(f"task {ctx.task_id} was cancelled")
+    errors = _get(result, "errors") or []
+    files = [Path(f) for f in (_get(result, "generated_files") or []) if str(f).endswith(".mp4")]
+    if errors or not files:
+        msg = "; ".join(str(_get(e, "message", e)) for e in errors) or "Wan2GP produced no video"
+        if "out of memory" in msg.lower() or "oom" in msg.lower().split():
+            raise TransientError(f"Wan2GP: {msg}")
+        raise InvalidInput(f"Wan2GP failed: {msg}")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(f".{output_path.name}.tmp")
+    shutil.copyfile(files[0], tmp)
+    os.replace(tmp, output_path)
+    return output_path
