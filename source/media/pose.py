@@ -78,6 +78,20 @@ class Pose:
         k[:, 1] *= height
         return Pose(k, int(width), int(height))
 
+    def fitted(self, width: int, height: int) -> "Pose":
+        """The pose after its image is scaled to cover width x height and centre-cropped (no stretching,
+        as the generation bridge fits images); keypoints cropped away become missing."""
+        scale = max(width / max(self.width, 1), height / max(self.height, 1))
+        ox = (self.width * scale - width) / 2
+        oy = (self.height * scale - height) / 2
+        k = self.keypoints.copy()
+        k[:, 0] = k[:, 0] * scale - ox
+        k[:, 1] = k[:, 1] * scale - oy
+        outside = (k[:, 0] < 0) | (k[:, 0] > width) | (k[:, 1] < 0) | (k[:, 1] > height)
+        k[outside] = 0.0
+        k[k[:, 2] <= 0, :2] = 0.0
+        return Pose(k, int(width), int(height))
+
     def to_openpose_json(self) -> dict:
         """The OpenPose JSON layout for one frame: people[0].pose_keypoints_2d = [x, y, c] * 18."""
         flat = []
@@ -151,8 +165,9 @@ class PoseDetector:
             min_pose_presence_confidence=min_detection_confidence,
             min_tracking_confidence=0.5,
         )
+        self._create = lambda: vision.PoseLandmarker.create_from_options(options)
         try:
-            self._landmarker = vision.PoseLandmarker.create_from_options(options)
+            self._landmarker = self._create()
         except Exception as exc:  # a corrupt or wrong model file
             raise InvalidInput(f"could not load the pose model {self.model_path}: {exc}") from None
         self._lock = threading.Lock()
@@ -178,13 +193,24 @@ class PoseDetector:
             raise RuntimeError("detect_video() needs a VIDEO-mode detector")
         step = max(1, int(round(1000.0 / (fps if fps and fps > 0 else 16.0))))
         with self._lock:
-            # A gap of a second from the previous video, so tracking state does not carry over.
-            self._timestamp_ms += 1000
+            self._reset_tracking()
             for frame in frames:
                 h, w = frame.shape[:2]
                 self._timestamp_ms += step
                 result = self._landmarker.detect_for_video(self._image(frame), self._timestamp_ms)
                 yield self._to_pose(result, w, h, min_confidence)
+
+    def _reset_tracking(self) -> None:
+        """Forget the previous video's person: MediaPipe has no reset call, but a blank frame loses the
+        track (the next frame runs the detector afresh). Should a track survive, start a new landmarker."""
+        self._timestamp_ms += 1000
+        blank = np.zeros((64, 64, 3), np.uint8)
+        result = self._landmarker.detect_for_video(self._image(blank), self._timestamp_ms)
+        self._timestamp_ms += 1000
+        if result.pose_landmarks:  # pragma: no cover - not seen with the full model
+            self.close()
+            self._landmarker = self._create()
+            self._timestamp_ms = 0
 
     @staticmethod
     def _to_pose(result, width: int, height: int, min_confidence: float) -> Pose | None:
@@ -223,10 +249,11 @@ def detect_pose(frame: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENC
 
 # ----------------------------------------------------------------------------- interpolation
 def interpolate_poses(a: Pose, b: Pose, n: int, *, width: int | None = None, height: int | None = None,
-                      min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[Pose]:
+                      min_confidence: float = DEFAULT_MIN_CONFIDENCE, fit: str = "cover") -> list[Pose]:
     """n poses from a (first) to b (last), linear per keypoint, on a width x height canvas (default b's size).
 
-    Both poses are placed on the canvas by relative position (stretched like their images would be).
+    Both poses are placed on the canvas as their images would be: fit="cover" (scale to cover, centre-crop,
+    as the generation bridge fits images) or fit="stretch".
     A keypoint present in both moves linearly; one present only in `a` stays where it was and disappears
     after the halfway point; one present only in `b` appears at the halfway point at its final place;
     missing in both stays missing.
@@ -235,8 +262,11 @@ def interpolate_poses(a: Pose, b: Pose, n: int, *, width: int | None = None, hei
         raise ValueError("n must be at least 1")
     width = int(width or b.width)
     height = int(height or b.height)
-    ka = a.resized(width, height).keypoints
-    kb = b.resized(width, height).keypoints
+    if fit not in ("cover", "stretch"):
+        raise ValueError(f"fit must be 'cover' or 'stretch', got {fit!r}")
+    place = (lambda p: p.fitted(width, height)) if fit == "cover" else (lambda p: p.resized(width, height))
+    ka = place(a).keypoints
+    kb = place(b).keypoints
     pa = ka[:, 2] >= max(min_confidence, 1e-6)
     pb = kb[:, 2] >= max(min_confidence, 1e-6)
     out = []
