@@ -272,7 +272,9 @@ def _expand(name: str, value: Any, n: int, problems: list[str], *, default: Any 
         return list(value)
     if len(value) == 1:
         return list(value) * n
-    problems.append(f"{name} has {len(value)} values but there are {n} segments (give 1 value or {n})")
+    plural = "segment" if n == 1 else "segments"
+    problems.append(f"{name} has {len(value)} values but there {'is' if n == 1 else 'are'} {n} {plural} "
+                    f"(give {'1 value' if n == 1 else f'1 value or {n}'})")
     return [value[0] if value else default] * n
 
 
@@ -288,8 +290,10 @@ def _overlaps_for_joins(name: str, value: Any, joins: int, n: int, problems: lis
         return list(value) * joins
     if lenient and len(value) == joins + 1 and joins == n - 1:
         return list(value[:joins])  # the seed's clients sent one per segment; the last one is unused
-    problems.append(f"{name} has {len(value)} values but there are {joins} joins between the "
-                    f"{'continued video and ' if joins == n else ''}{n} segments (give 1 value or {joins})")
+    hint = f"give 1 value or {joins}" if joins > 1 else ("give 1 value" if joins == 1 else "give none")
+    problems.append(f"{name} has {len(value)} values but there {'is' if joins == 1 else 'are'} {joins} "
+                    f"join{'' if joins == 1 else 's'} between the {'continued video and ' if joins == n else ''}"
+                    f"{n} segment{'' if n == 1 else 's'} ({hint})")
     return [value[0] if value else default] * joins
 
 

@@ -193,7 +193,7 @@ def test_payload_files_in_samples_are_valid():
     (canonical(prompts=["a", "b", "c"], prompt=None), "prompts has 3 values but there are 2 segments"),
     (canonical(prompts=["a"], prompt="b"), "either prompt or prompts"),
     (canonical(frames=[17, 17, 17]), "frames has 3 values but there are 2 segments"),
-    (canonical(overlap=[2, 2]), "overlap has 2 values but there are 1 joins"),
+    (canonical(overlap=[2, 2]), "overlap has 2 values but there is 1 join between the 2 segments (give 1 value)"),
     (canonical(overlap=3), "must be even (try 2 or 4)"),
     (canonical(overlap=-2), "cannot be negative"),
     (canonical(frames=[9, 17], overlap=12), "longer than segment 0 (9 frames)"),

@@ -118,6 +118,19 @@ def _check_inputs(plan: TravelPlan, ctx: TaskContext) -> None:
         raise InvalidInput("travel inputs are not usable: " + "; ".join(problems))
 
 
+def _check_model(model: str) -> None:
+    """Fail the orchestrator (not every segment later) for a model the catalog does not know. The Wan2GP
+    engine passes unknown model types through, so it is not checked there."""
+    import os
+
+    engine = (os.environ.get("HEADLESS_ENGINE") or "diffusers").strip().lower()
+    if engine == "wan2gp":
+        return
+    from source.generation.model_catalog import load_catalog
+
+    load_catalog().resolve(model)  # InvalidInput naming the known models
+
+
 def make_plan(params: TravelParams | SeedTravelParams, ctx: TaskContext) -> TravelPlan:
     """The plan, with the continued video's real frame count and every input checked."""
     details = params.orchestrator_details if isinstance(params, SeedTravelParams) else params
@@ -127,6 +140,7 @@ def make_plan(params: TravelParams | SeedTravelParams, ctx: TaskContext) -> Trav
     if video_ref:
         continue_frames = _count_frames(ctx.resolve_input(video_ref, kind="video to continue"))
     plan = plan_travel(params, continue_frames=continue_frames, run_id=ctx.task_id)
+    _check_model(plan.model)
     _check_inputs(plan, ctx)
     return plan
 
