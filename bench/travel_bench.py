@@ -1,0 +1,216 @@
+"""Travel post-processing benchmark; prints one JSON object.
+
+    .venv/bin/python bench/travel_bench.py            # full run (a few minutes on 2 CPU cores)
+    .venv/bin/python bench/travel_bench.py --quick    # smaller sizes, for a smoke check
+
+Parts:
+- stitch_throughput: our streaming cross-fade stitch vs ffmpeg's `xfade` filter cross-fading the same
+  segments (imageio-ffmpeg's binary, libx264 with the same crf/preset), in one run; frames/s and the ratio.
+- stitch_memory: peak memory of stitching 1 minute vs 10 minutes of 16 fps video (81-frame segments,
+  12-frame overlaps) at a SMALL frame size (default 128x96, so the 10-minute inputs are quick to make);
+  each stitch runs in a fresh subprocess that reports its max RSS and tracemalloc's peak.
+- rife: RIFE pairs/s at 480x832 on this machine's CPU (and on CUDA when one is present).
+- travel_wall_time: placeholder for the lead (a 3-segment tiny travel with 1 and 2 workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared"
+if (SHARED / "models/rife/flownet.pkl").is_file():
+    os.environ.setdefault("HEADLESS_RIFE_WEIGHTS", str(SHARED / "models/rife/flownet.pkl"))
+
+import numpy as np  # noqa: E402
+
+from source.media.video_io import write_video  # noqa: E402
+
+
+def _moving_texture(width: int, height: int, n: int, seed: int):
+    """A textured pan (so H.264 has real work and the blend touches real pixels)."""
+    rng = np.random.default_rng(seed)
+    tile = (rng.random((height // 8 + 1, width // 8 + 1, 3)) * 255).astype(np.uint8)
+    tex = np.repeat(np.repeat(tile, 8, 0), 8, 1)[:height, :width]
+    for k in range(n):
+        yield np.roll(tex, 3 * k, axis=1)
+
+
+def make_segments(folder: Path, count: int, length: int, size: tuple[int, int], fps: float = 16) -> list[Path]:
+    paths = []
+    for i in range(count):
+        p = folder / f"seg{i:03d}.mp4"
+        write_video(_moving_texture(size[0], size[1], length, i), p, fps=fps)
+        paths.append(p)
+    return paths
+
+
+# -- stitch throughput vs ffmpeg xfade ----------------------------------------------------------------------
+
+def ffmpeg_xfade(segments: list[Path], lengths: list[int], overlaps: list[int], fps: float, out: Path) -> None:
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    args = [exe, "-y", "-loglevel", "error"]
+    for s in segments:
+        args += ["-i", str(s)]
+    chains, label, elapsed = [], "[0:v]", lengths[0]
+    for i, o in enumerate(overlaps):
+        offset = (elapsed - o) / fps
+        nxt = f"[x{i}]"
+        # xfade needs a duration > 0; zero overlaps would be a concat filter instead
+        chains.append(f"{label}[{i + 1}:v]xfade=transition=fade:duration={o / fps:.6f}:offset={offset:.6f}{nxt}")
+        label, elapsed = nxt, elapsed - o + lengths[i + 1]
+    args += ["-filter_complex", ";".join(chains), "-map", label, "-c:v", "libx264", "-preset", "veryfast",
+             "-crf", "18", "-pix_fmt", "yuv420p", "-r", str(fps), str(out)]
+    subprocess.run(args, check=True)
+
+
+def bench_stitch_throughput(work: Path, n_segments: int, length: int, overlap: int, size: tuple[int, int]) -> dict:
+    from source.media.stitch import count_frames, stitch_videos
+
+    segs = make_segments(work, n_segments, length, size)
+    overlaps = [overlap] * (n_segments - 1)
+    expected = n_segments * length - sum(overlaps)
+    t0 = time.perf_counter()
+    res = stitch_videos(segs, overlaps, work / "ours.mp4", fps=16)
+    ours_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ffmpeg_xfade(segs, [length] * n_segments, overlaps, 16, work / "ffmpeg.mp4")
+    ff_s = time.perf_counter() - t0
+    ff_frames = count_frames(work / "ffmpeg.mp4")
+    return {
+        "segments": n_segments, "segment_frames": length, "overlap": overlap, "size": f"{size[0]}x{size[1]}",
+        "output_frames": res.frames, "expected_frames": expected, "ffmpeg_output_frames": ff_frames,
+        "ours_s": round(ours_s, 3), "ffmpeg_xfade_s": round(ff_s, 3),
+        "ours_fps": round(res.frames / ours_s, 1), "ffmpeg_fps": round(ff_frames / ff_s, 1),
+        "ratio_ours_over_ffmpeg": round((res.frames / ours_s) / (ff_frames / ff_s), 3),
+        "note": "both decode the same H.264 segments and encode libx264 veryfast crf 18; ffmpeg's xfade is a "
+                "linear fade, ours a cosine ease; ffmpeg runs its own threads on all cores",
+    }
+
+
+# -- stitch memory: 1 minute vs 10 minutes --------------------------------------------------------------------
+
+_CHILD = r"""
+import json, sys, tracemalloc
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from source.media.stitch import stitch_videos
+
+def vm(key):  # kB from /proc (VmHWM is this process's own high-water mark; ru_maxrss survives exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+segs = [Path(p) for p in json.loads(sys.argv[2])]
+overlap = int(sys.argv[3])
+rss_imports = vm("VmRSS")
+tracemalloc.start()
+res = stitch_videos(segs, [overlap] * (len(segs) - 1), Path(sys.argv[4]), fps=16)
+_, peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+print(json.dumps({"frames": res.frames, "rss_peak_mb": vm("VmHWM"), "rss_after_imports_mb": rss_imports,
+                  "tracemalloc_peak_mb": peak / 2**20}))
+"""
+
+
+def bench_stitch_memory(work: Path, minutes: list[float], size: tuple[int, int], seg_len: int = 81,
+                        overlap: int = 12) -> dict:
+    out = {"frame_size": f"{size[0]}x{size[1]} (small frames on purpose)", "segment_frames": seg_len,
+           "overlap": overlap, "fps": 16}
+    # one set of segment files, re-used (a 10-minute run lists the same files many times)
+    pool = make_segments(work, 8, seg_len, size)
+    for m in minutes:
+        target = int(m * 60 * 16)
+        n_segs = max(1, -(-(target - overlap) // (seg_len - overlap)))
+        segs = [str(pool[i % len(pool)]) for i in range(n_segs)]
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(REPO), json.dumps(segs), str(overlap),
+                               str(work / f"mem_{m}.mp4")], check=True, capture_output=True, text=True)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r["seconds"] = round(time.perf_counter() - t0, 2)
+        r["segments"] = n_segs
+        r["video_minutes"] = round(r["frames"] / 16 / 60, 2)
+        r["decoded_bytes_if_held_mb"] = round(r["frames"] * size[0] * size[1] * 3 / 2**20, 1)
+        out[f"{m:g}_min"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
+    return out
+
+
+# -- RIFE ------------------------------------------------------------------------------------------------------
+
+def bench_rife(pairs: int, size: tuple[int, int]) -> dict:
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from source.media.rife import RifeInterpolator
+
+    w, h = size
+    img = np.asarray(Image.fromarray(data.astronaut()).resize((w + 64, h + 64), Image.LANCZOS))
+    a, mid, b = img[16:16 + h, 16:16 + w], img[16:16 + h, 24:24 + w], img[16:16 + h, 32:32 + w]
+
+    def psnr(x, y):
+        x, y = x[16:-16, 16:-16].astype(np.float64), y[16:-16, 16:-16].astype(np.float64)
+        return float(10 * np.log10(255.0**2 / np.mean((x - y) ** 2)))
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out = {"size": f"{w}x{h}", "torch_threads": torch.get_num_threads()}
+    for dev in devices:
+        t0 = time.perf_counter()
+        r = RifeInterpolator.load(device=dev)
+        load_s = time.perf_counter() - t0
+        r.interpolate(a, b)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(pairs):
+            y = r.interpolate(a, b)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        per = (time.perf_counter() - t0) / pairs
+        blend = ((a.astype(np.float32) + b) / 2 + 0.5).astype(np.uint8)
+        out[dev] = {"load_s": round(load_s, 2), "s_per_pair": round(per, 3), "pairs_per_s": round(1 / per, 2),
+                    "psnr_vs_true_middle_db": round(psnr(y, mid), 1), "psnr_plain_blend_db": round(psnr(blend, mid), 1)}
+    return out
+
+
+# -- lead's spot -----------------------------------------------------------------------------------------------
+
+def travel_wall_time(workers: int) -> dict | None:
+    """TODO(lead): wall time of a 3-segment tiny travel (tiny VACE model) with `workers` worker processes
+    on one SQLite database: enqueue the orchestrator, start the workers, time until the stitch completes.
+    Fill in once the worker + travel handlers exist; return {"workers": n, "wall_s": ...}."""
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke check, not a measurement")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["throughput", "memory", "rife", "travel"])
+    args = ap.parse_args()
+    q = args.quick
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    with tempfile.TemporaryDirectory(prefix="travel_bench_") as tmp:
+        work = Path(tmp)
+        if "throughput" not in args.skip:
+            (work / "tp").mkdir()
+            result["stitch_throughput"] = bench_stitch_throughput(
+                work / "tp", 3, 33 if q else 81, 8 if q else 12, (256, 160) if q else (832, 480))
+        if "memory" not in args.skip:
+            (work / "mem").mkdir()
+            result["stitch_memory"] = bench_stitch_memory(work / "mem", [0.1, 1] if q else [1, 10], (128, 96))
+        if "rife" not in args.skip:
+            result["rife"] = bench_rife(1 if q else 3, (832, 480))
+        if "travel" not in args.skip:
+            result["travel_wall_time"] = {"1_worker": travel_wall_time(1), "2_workers": travel_wall_time(2)}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
