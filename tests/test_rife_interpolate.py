@@ -152,3 +152,10 @@ def test_handler_validates_params(ctx_factory):
         run_handler("rife_interpolate_images",
                     {"input_image_path1": "a.png", "input_image_path2": "b.png", "frames": 3,
                      "resolution": "big"}, ctx_factory())
+
+
+def test_odd_and_tiny_sizes_are_padded_and_cropped_back(rife, photo):
+    for h, w in ((33, 47), (8, 8), (70, 130)):
+        a, _, b = shifted_triplet(photo, h, w, dx=2)
+        out = rife.interpolate(a, b, 0.3)
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8

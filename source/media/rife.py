@@ -99,6 +99,8 @@ def _backward_warp(img: torch.Tensor, flow: torch.Tensor, grid_cache: dict) -> t
         xs = torch.linspace(-1.0, 1.0, w, device=flow.device, dtype=flow.dtype)
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         base = torch.stack((gx, gy), dim=-1).unsqueeze(0)  # 1,H,W,2
+        if len(grid_cache) >= 8:  # one entry per working size; keep the cache small
+            grid_cache.clear()
         grid_cache[key] = base
     norm = torch.tensor([(w - 1.0) / 2.0, (h - 1.0) / 2.0], device=flow.device, dtype=flow.dtype)
     grid = base + flow.permute(0, 2, 3, 1) / norm
