@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -266,19 +267,22 @@ def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerRe
             gen["image_start"] = str(save_png(start_ref, work / "start_from_video.png"))
         gen["image_end"] = p.end_image
 
-    generated = generate_single_video(ctx, gen, output_path=work / "generated.mp4")
+    # a new name whenever the params or the input video change, so a stale file never masks a new one
+    # (a random seed gives a new picture every run, so it gets a new name every run too)
+    salt = p.seed if p.seed >= 0 else uuid.uuid4().hex
+    stem = f"segment{p.segment_index:03d}-{_short_hash(p.model_dump(), previous_location, salt)}"
+    final = ctx.output_path(".mp4", stem=stem)
+    # without colour matching the generator writes the final file itself (and its sidecar JSON beside it)
+    generated = generate_single_video(ctx, gen, output_path=work / "generated.mp4" if p.colour_match else final)
     _check_frames(f"the generated video of {label}", generated.frames, p.frames)
 
-    # a new name whenever the params or the input video change, so a stale file never masks a new one
-    stem = f"segment{p.segment_index:03d}-{_short_hash(p.model_dump(), previous_location, generated.seed)}"
-    final = ctx.output_path(".mp4", stem=stem)
     if p.colour_match:
         ctx.progress(0.95, f"{label}: colour matching")
         from source.media.colour_match import colour_match_video
 
         written = colour_match_video(Path(generated.video_path), final, start_ref, end_ref, p.fps)
         _check_frames(f"the colour-matched video of {label}", written, p.frames)
-    else:
+    elif Path(generated.video_path).resolve() != final.resolve():
         shutil.copyfile(generated.video_path, final)
     ctx.progress(1.0, f"{label}: done")
     return HandlerResult(output_location=ctx.location_for(final), result={
