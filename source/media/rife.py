@@ -75,14 +75,18 @@ class _FlowBlock(nn.Module):
         self.convblock = nn.Sequential(*[_ScaledResidual(c) for _ in range(8)])
         self.lastconv = nn.Sequential(nn.ConvTranspose2d(c, 4 * self.OUT_CH, 4, 2, 1), nn.PixelShuffle(2))
 
-    def forward(self, x: torch.Tensor, flow: torch.Tensor | None, scale: int):
-        if scale != 1:
-            x = F.interpolate(x, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+    def forward(self, parts: list[torch.Tensor], flow: torch.Tensor | None, scale: int):
+        """parts: full-resolution inputs in channel order (see IFNet). Each is shrunk on its own before the
+        concatenation (bilinear resizing is per channel, so this equals shrinking the concatenation, without
+        writing a full-resolution copy of every input)."""
         if flow is not None:
-            f = flow
-            if scale != 1:
-                f = F.interpolate(flow, scale_factor=1.0 / scale, mode="bilinear", align_corners=False) / scale
-            x = torch.cat((x, f), 1)
+            parts = [*parts, flow]
+        if scale != 1:
+            parts = [F.interpolate(p, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+                     for p in parts]
+            if flow is not None:
+                parts[-1] = parts[-1] / scale
+        x = torch.cat(parts, 1)
         y = self.lastconv(self.convblock(self.conv0(x)))
         if scale != 1:
             y = F.interpolate(y, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -117,24 +121,43 @@ class IFNet(nn.Module):
         self.encode = _Encoder()
         self._grids: dict = {}
 
+    # Our input channel order keeps each image next to its features, so the warped pair is one tensor:
+    #   block0:  [A, fA, B, fB, t]                  published order: [A, B, fA, fB, t]
+    #   block1+: [wA, wfA, wB, wfB, t, mask, feat, flow]  published: [wA, wB, wfA, wfB, t, mask, feat, flow]
+    # load_published() permutes the first convolution's input channels accordingly.
+    _PERM_FIRST = [0, 1, 2, 6, 7, 8, 9, 3, 4, 5, 10, 11, 12, 13, 14]
+    _PERM_LATER = _PERM_FIRST[:14] + list(range(14, 28))
+
+    def load_published(self, state: dict[str, torch.Tensor]):
+        """load_state_dict for weights in the published channel order; returns (missing, unexpected)."""
+        state = dict(state)
+        for i in range(len(BLOCK_WIDTHS)):
+            key = f"block{i}.conv0.0.0.weight"
+            if key in state:
+                perm = self._PERM_FIRST if i == 0 else self._PERM_LATER
+                if state[key].shape[1] == len(perm):
+                    state[key] = state[key][:, perm].contiguous()
+        return self.load_state_dict(state, strict=False)
+
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, t: float) -> torch.Tensor:
         """img0/img1: N,3,H,W in [0,1] with H, W multiples of 64; returns the frame at time t."""
-        n = img0.shape[0]
-        tmap = img0[:, :1] * 0 + t
-        feats = self.encode(torch.cat((img0, img1), 0))         # both images in one batch
-        f0, f1 = feats[:n], feats[n:]
-        # images and their features travel together so that each block needs one warp call
-        src = torch.cat((torch.cat((img0, f0), 1), torch.cat((img1, f1), 1)), 0)  # 2N,7,H,W
+        n, _, h, w = img0.shape
+        feats = self.encode(torch.cat((img0, img1), 0))  # both images in one batch
+        # image + features of A and of B, stacked on the batch axis so that one warp call serves both
+        src = torch.cat((torch.cat((img0, feats[:n]), 1), torch.cat((img1, feats[n:]), 1)), 0)  # 2N,7,H,W
+
+        def pair(x: torch.Tensor) -> torch.Tensor:  # 2N,7,H,W -> N,14,H,W as [A-side, B-side]
+            return x.view(2, n, 7, h, w).transpose(0, 1).reshape(n, 14, h, w)
+
+        tmap = img0.new_full((n, 1, h, w), float(t))
         flow = mask = feat = None
         warped = None
         for i, scale in enumerate(SCALES):
             block = getattr(self, f"block{i}")
             if flow is None:
-                flow, mask, feat = block(torch.cat((img0, img1, f0, f1, tmap), 1), None, scale)
+                flow, mask, feat = block([pair(src), tmap], None, scale)
             else:
-                w0, w1 = warped[:n], warped[n:]
-                x = torch.cat((w0[:, :3], w1[:, :3], w0[:, 3:], w1[:, 3:], tmap, mask, feat), 1)
-                delta, mask, feat = block(x, flow, scale)
+                delta, mask, feat = block([pair(warped), tmap, mask, feat], flow, scale)
                 flow = flow + delta
             warped = _backward_warp(src, torch.cat((flow[:, :2], flow[:, 2:4]), 0), self._grids)
         m = torch.sigmoid(mask)
@@ -184,7 +207,7 @@ class RifeInterpolator:
         dev = _pick_device(device)
         net = IFNet()
         state = load_ifnet_state(path)
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing, unexpected = net.load_published(state)
         if missing or unexpected:
             raise InvalidInput(f"{path.name} is not a RIFE v4.x (5-block IFNet) checkpoint: "
                                f"missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}")
