@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from source.media.video_io import VideoWriter, as_uint8_rgb, iter_frames, probe_video
+from source.media.video_io import VideoWriter, as_uint8_rgb, iter_frames
 from source.task_context import InvalidInput
 
 STD_RATIO_RANGE = (0.5, 2.0)
@@ -68,7 +68,9 @@ def colour_match_video(src: Path, dst: Path, start_ref: np.ndarray, end_ref: np.
     """Stream `src` to `dst` (H.264), matching frame i of n to the start/end anchors by position
     t = i/(n-1) (see the module docstring). `dst` may equal `src`. Returns the number of frames written."""
     src, dst = Path(src), Path(dst)
-    n = probe_video(src, count=True).frames
+    from source.media.stitch import count_frames  # packet count: no extra decode pass
+
+    n = count_frames(src)
     if n == 0:
         raise InvalidInput(f"{src.name} has no frames to colour-match")
     start_stats = lab_stats(start_ref)
@@ -77,7 +79,7 @@ def colour_match_video(src: Path, dst: Path, start_ref: np.ndarray, end_ref: np.
     tmp = dst.with_name(f".{dst.stem}.colour.part{dst.suffix}")
     with VideoWriter(tmp, fps=fps) as writer:
         for i, frame in enumerate(iter_frames(src)):
-            t = i / (n - 1) if n > 1 else 0.0
+            t = min(1.0, i / (n - 1)) if n > 1 else 0.0
             target = ((1 - t) * start_stats[0] + t * end_stats[0], (1 - t) * start_stats[1] + t * end_stats[1])
             lab = _to_lab(frame)
             flat = lab.reshape(-1, 3)
