@@ -85,6 +85,7 @@ class Worker:
         self._last_maintenance = 0.0
         self._last_seen = 0.0
         self.waker: Waker | None = None
+        self._finished = threading.Event()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -96,6 +97,8 @@ class Worker:
                       database=self.store.dialect.name, lease_seconds=cfg.lease_seconds,
                       poll_interval=cfg.poll_interval, task_types=cfg.task_types,
                       listening=getattr(self.waker, "listening", self.store.is_sqlite and cfg.listen))
+        heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat")
+        heartbeat.start()
         reason = "stopped"
         try:
             while not self.stop_event.is_set():
@@ -116,6 +119,8 @@ class Worker:
             else:
                 reason = "signal"
         finally:
+            self._finished.set()
+            heartbeat.join(timeout=5)
             self._db(lambda: self.store.worker_seen(cfg.worker_id, None, "stopped"), "worker stopped", retry_for=5)
             self.log.emit("worker_stopped", reason=reason, tasks_done=self.tasks_done, exit_code=self.exit_code)
             self.waker.close()
@@ -171,7 +176,6 @@ class Worker:
             timeout = cfg.task_timeout
         run = TaskRun(claim, timeout)
         self.current = run
-        self._db(lambda: self.store.worker_seen(cfg.worker_id, claim.id), "worker seen", retry_for=5)
         ctx = TaskContext(
             task_id=claim.id, task_type=claim.task_type, attempt=claim.attempt, worker_id=cfg.worker_id,
             storage=self.storage, project_id=row.get("project_id"), priority=row.get("priority") or 0,
@@ -183,9 +187,6 @@ class Worker:
             cache_put=lambda key, location: self._db(lambda: self.store.cache_put(key, location, claim.id),
                                                      "cache store"),
         )
-        heartbeat = threading.Thread(target=self._heartbeat_loop, args=(run,), daemon=True,
-                                     name=f"heartbeat-{claim.id[:8]}")
-        heartbeat.start()
         keep_work = cfg.keep_work_dirs
         try:
             result = run_handler(claim.task_type, params, ctx)
@@ -216,7 +217,6 @@ class Worker:
                 self._finish_retry(claim, detail)
         finally:
             run.done.set()
-            heartbeat.join(timeout=10)
             self.current = None
             if not keep_work:
                 self.storage.remove_work_dir(claim.id)
@@ -273,19 +273,32 @@ class Worker:
                           attempt=claim.attempt)
 
     # ------------------------------------------------------------------ heartbeat thread
-    def _heartbeat_loop(self, run: TaskRun) -> None:
+    def _heartbeat_loop(self) -> None:
+        """One thread for the worker's life (starting one per task would cost more than a short task)."""
         cfg = self.config
         interval = max(0.2, cfg.lease_seconds / 3)
-        last_write = time.monotonic()
-        while not run.done.wait(0.25):
+        last_write: dict[str, float] = {}
+        seen_task, seen_at = None, 0.0
+        while not self._finished.wait(0.25):
+            run = self.current
             now = time.monotonic()
+            task_id = run.claim.id if run is not None and not run.done.is_set() else None
+            if task_id != seen_task and now - seen_at >= 1.0:  # the workers table: what this worker is doing
+                try:
+                    self.store.worker_seen(cfg.worker_id, task_id, "running" if task_id else "idle")
+                    seen_task, seen_at = task_id, now
+                except Exception:
+                    pass
+            if task_id is None:
+                continue
             if run.timeout and not run.timed_out and now - run.started > run.timeout:
                 run.timed_out = True
             if self.shutdown_started is not None and not run.hand_back \
                     and now - self.shutdown_started > cfg.shutdown_grace:
                 run.hand_back = True
-            due = now - last_write >= interval
-            progress_due = run.progress_dirty and now - last_write >= cfg.progress_min_interval
+            last = last_write.setdefault(task_id, run.started)
+            due = now - last >= interval
+            progress_due = run.progress_dirty and now - last >= cfg.progress_min_interval
             if not (due or progress_due):
                 continue
             fraction, message = run.progress
@@ -293,16 +306,15 @@ class Worker:
             try:
                 ok, cancel = self.store.heartbeat(run.claim, cfg.lease_seconds, fraction, message)
             except Exception as exc:  # the database may be restarting: keep trying, the lease has slack
-                self.log.emit("heartbeat_failed", task_id=run.claim.id, error=f"{type(exc).__name__}: {exc}"[:300])
+                self.log.emit("heartbeat_failed", task_id=task_id, error=f"{type(exc).__name__}: {exc}"[:300])
                 continue
-            last_write = now
+            last_write = {task_id: now}
             if not ok and not run.done.is_set():
                 run.lease_lost = True
-                self.log.emit("lease_lost", task_id=run.claim.id, attempt=run.claim.attempt)
-                return
-            if cancel and not run.cancel_requested:
+                self.log.emit("lease_lost", task_id=task_id, attempt=run.claim.attempt)
+            elif cancel and not run.cancel_requested:
                 run.cancel_requested = True
-                self.log.emit("cancel_requested", task_id=run.claim.id)
+                self.log.emit("cancel_requested", task_id=task_id)
 
     # ------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:

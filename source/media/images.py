@@ -30,7 +30,9 @@ def load_image_rgb(path: Path | str, size: tuple[int, int] | None = None) -> np.
             if size is not None and (im.width, im.height) != tuple(size):
                 im = im.resize(tuple(size), Image.LANCZOS)
             return np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise InvalidInput(f"{path.name} is larger than the {MAX_IMAGE_PIXELS}-pixel limit") from None
+    except (UnidentifiedImageError, OSError) as exc:
         raise InvalidInput(f"{path.name} is not a readable image ({exc.__class__.__name__})") from None
 
 

@@ -5,6 +5,7 @@ The worker, the CLI and tests use only this class. SQL text lives in source/stor
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,12 @@ from source.store.sql import CANCELLED, COMPLETE, FAILED, IN_PROGRESS, QUEUED, T
 from source.task_context import ChildTask, child_task_id
 
 log = logging.getLogger("headless.store")
+
+
+@functools.lru_cache(maxsize=512)
+def _text(statement: str) -> sa.TextClause:
+    """Parsed statements are reused: parsing the SQL text again on every call costs more than the claim."""
+    return sa.text(statement)
 T = TypeVar("T")
 
 
@@ -117,6 +124,7 @@ class TaskStore:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: the hot indexes stay in memory as rows pile up
                 cursor.close()
 
             @event.listens_for(engine, "begin")
@@ -170,14 +178,14 @@ class TaskStore:
     def _columns(self, conn: Connection) -> set[str]:
         if self.is_sqlite:
             return {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(tasks)")}
-        rows = conn.execute(sa.text("SELECT column_name FROM information_schema.columns"
+        rows = conn.execute(_text("SELECT column_name FROM information_schema.columns"
                                     " WHERE table_name = 'tasks' AND table_schema = current_schema()"))
         return {r[0] for r in rows}
 
     def _schema_is_current(self) -> bool:
         try:
             with self._read() as conn:
-                row = conn.execute(sa.text("SELECT version FROM headless_schema WHERE name = 'tasks'")).first()
+                row = conn.execute(_text("SELECT version FROM headless_schema WHERE name = 'tasks'")).first()
                 return row is not None and row[0] >= q.SCHEMA_VERSION
         except sa.exc.DBAPIError:
             return False
@@ -190,7 +198,7 @@ class TaskStore:
         def migrate() -> None:
             with self.begin() as conn:
                 if not self.is_sqlite:  # one migrator at a time across all machines
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7418806245)"))
+                    conn.execute(_text("SELECT pg_advisory_xact_lock(7418806245)"))
                 existed = bool(self._columns(conn))
                 if existed and "dependant_on" not in self._columns(conn) and "depends_on" in self._columns(conn):
                     conn.exec_driver_sql("ALTER TABLE tasks RENAME COLUMN depends_on TO dependant_on")
@@ -206,11 +214,11 @@ class TaskStore:
                 if existed and "lease_expires_at" in added:
                     # Seed rows left In Progress have no lease: give them one, so a dead seed worker's
                     # tasks are reclaimed instead of stranded.
-                    conn.execute(sa.text(f"UPDATE tasks SET lease_expires_at = {self.dialect.lease_until}"
+                    conn.execute(_text(f"UPDATE tasks SET lease_expires_at = {self.dialect.lease_until}"
                                          " WHERE status = 'In Progress' AND lease_expires_at IS NULL"),
                                  self._times(lease_seconds=lease_seconds_for_migrated))
-                conn.execute(sa.text("DELETE FROM headless_schema WHERE name = 'tasks'"))
-                conn.execute(sa.text("INSERT INTO headless_schema (name, version) VALUES ('tasks', :v)"),
+                conn.execute(_text("DELETE FROM headless_schema WHERE name = 'tasks'"))
+                conn.execute(_text("INSERT INTO headless_schema (name, version) VALUES ('tasks', :v)"),
                              {"v": q.SCHEMA_VERSION})
                 if added:
                     log.info("migrated tasks table: added columns %s", ", ".join(added))
@@ -236,18 +244,18 @@ class TaskStore:
             names += ["created_at", "updated_at"]
             values += [":created_at", ":updated_at"]
         conflict = " ON CONFLICT (id) DO NOTHING" if if_absent else ""
-        result = conn.execute(sa.text(f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join(values)}){conflict}"),
+        result = conn.execute(_text(f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join(values)}){conflict}"),
                               columns)
         inserted = result.rowcount != 0
         if inserted and len(depends_on) > 1:
             for parent in dict.fromkeys(depends_on):
-                conn.execute(sa.text(self.sql.insert_edge + " ON CONFLICT DO NOTHING"),
+                conn.execute(_text(self.sql.insert_edge + " ON CONFLICT DO NOTHING"),
                              {"task_id": task_id, "depends_on": parent})
         return inserted
 
     def _check_parents_exist(self, conn: Connection, parents: Iterable[str]) -> None:
         for parent in parents:
-            if conn.execute(sa.text("SELECT 1 FROM tasks WHERE id = :id"), {"id": parent}).first() is None:
+            if conn.execute(_text("SELECT 1 FROM tasks WHERE id = :id"), {"id": parent}).first() is None:
                 raise StoreError(f"depends-on task {parent} does not exist")
 
     def add_task(self, task_type: str, params: Any, *, task_id: str | None = None, priority: int = 0,
@@ -267,7 +275,7 @@ class TaskStore:
                     task_id = spec.get("task_id") or str(uuid.uuid4())
                     depends_on = list(spec.get("depends_on") or [])
                     self._check_parents_exist(conn, depends_on)
-                    if conn.execute(sa.text("SELECT 1 FROM tasks WHERE id = :id"), {"id": task_id}).first():
+                    if conn.execute(_text("SELECT 1 FROM tasks WHERE id = :id"), {"id": task_id}).first():
                         raise StoreError(f"a task with id {task_id} already exists")
                     self._insert_row(conn, task_id=task_id, task_type=spec["task_type"], params=spec["params"],
                                      priority=spec.get("priority") or 0, depends_on=depends_on,
@@ -286,7 +294,7 @@ class TaskStore:
         types = list(task_types or [])
         params = {"worker": worker_id, **self._times(lease_seconds=lease_seconds)}
         params.update({f"type{i}": t for i, t in enumerate(types)})
-        statement = sa.text(self.sql.claim_sql(len(types)))
+        statement = _text(self.sql.claim_sql(len(types)))
         with self.begin() as conn:
             row = conn.execute(statement, params).mappings().first()
         return Claim(dict(row)) if row else None
@@ -297,7 +305,7 @@ class TaskStore:
         params = {**claim.guard(), **self._times(lease_seconds=lease_seconds), "progress": progress,
                   "message": message}
         with self.begin() as conn:
-            row = conn.execute(sa.text(self.sql.heartbeat), params).first()
+            row = conn.execute(_text(self.sql.heartbeat), params).first()
         if row is None:
             return False, False
         return True, bool(row[0])
@@ -307,15 +315,15 @@ class TaskStore:
         """Complete (guarded). When the task completes its orchestrator, the orchestrator completes too."""
         params = {**claim.guard(), **self._times(), "output_location": output_location, "result": self._json(result)}
         with self.begin() as conn:
-            row = conn.execute(sa.text(self.sql.complete), params).first()
+            row = conn.execute(_text(self.sql.complete), params).first()
             if row is None:
                 return False
             parent, completes_parent = row[0], row[1]
             while parent and completes_parent:
-                conn.execute(sa.text(self.sql.complete_parent),
+                conn.execute(_text(self.sql.complete_parent),
                              {**self._times(), "id": parent, "output_location": output_location,
                               "result": self._json({**(result or {}), "completed_by": claim.id})})
-                up = conn.execute(sa.text("SELECT parent_task_id, completes_parent, status FROM tasks WHERE id = :id"),
+                up = conn.execute(_text("SELECT parent_task_id, completes_parent, status FROM tasks WHERE id = :id"),
                                   {"id": parent}).first()
                 if up is None or up[2] != COMPLETE:
                     break
@@ -330,7 +338,7 @@ class TaskStore:
 
     def _end_claimed(self, claim: Claim, statement: str, status: str, message: str) -> bool:
         with self.begin() as conn:
-            row = conn.execute(sa.text(statement), {**claim.guard(), **self._times(), "message": message}).first()
+            row = conn.execute(_text(statement), {**claim.guard(), **self._times(), "message": message}).first()
             if row is None:
                 return False
             self._propagate_end(conn, claim.id, claim.task_type, status, message, row[0])
@@ -339,12 +347,12 @@ class TaskStore:
     def retry_later(self, claim: Claim, message: str, delay_seconds: float) -> bool:
         params = {**claim.guard(), **self._times(delay_seconds=delay_seconds), "message": message}
         with self.begin() as conn:
-            return conn.execute(sa.text(self.sql.retry_later), params).rowcount == 1
+            return conn.execute(_text(self.sql.retry_later), params).rowcount == 1
 
     def hand_back(self, claim: Claim) -> bool:
         """Back to Queued without spending the attempt (graceful shutdown)."""
         with self.begin() as conn:
-            return conn.execute(sa.text(self.sql.hand_back), {**claim.guard(), **self._times()}).rowcount == 1
+            return conn.execute(_text(self.sql.hand_back), {**claim.guard(), **self._times()}).rowcount == 1
 
     def spawn_children(self, claim: Claim, children: Sequence[ChildTask]) -> bool:
         """Insert an orchestrator's children and let it wait without a worker, in one transaction.
@@ -359,7 +367,7 @@ class TaskStore:
         parent_row = claim.row
 
         with self.begin() as conn:
-            if conn.execute(sa.text(self.sql.await_children), {**claim.guard(), **self._times()}).rowcount != 1:
+            if conn.execute(_text(self.sql.await_children), {**claim.guard(), **self._times()}).rowcount != 1:
                 return False
             for child in order:
                 deps = [ids.get(d, d) for d in child.depends_on]
@@ -374,12 +382,12 @@ class TaskStore:
                     if_absent=True)
             # A re-run may find its children already finished.
             for child in children:
-                row = conn.execute(sa.text("SELECT status, output_location, result, error_message FROM tasks"
+                row = conn.execute(_text("SELECT status, output_location, result, error_message FROM tasks"
                                            " WHERE id = :id"), {"id": ids[child.key]}).first()
                 if row is None:
                     continue
                 if child.completes_parent and row[0] == COMPLETE:
-                    conn.execute(sa.text(self.sql.complete_parent),
+                    conn.execute(_text(self.sql.complete_parent),
                                  {**self._times(), "id": claim.id, "output_location": row[1],
                                   "result": row[2] if isinstance(row[2], str) or row[2] is None else json.dumps(row[2])})
                 elif row[0] in (FAILED, CANCELLED):
@@ -389,10 +397,10 @@ class TaskStore:
 
     # ------------------------------------------------------------------ propagation
     def _end_parent(self, conn: Connection, parent_id: str, status: str, message: str) -> None:
-        row = conn.execute(sa.text(self.sql.end_parent),
+        row = conn.execute(_text(self.sql.end_parent),
                            {**self._times(), "id": parent_id, "status": status, "message": message}).first()
         if row is not None:
-            task_type = conn.execute(sa.text("SELECT task_type FROM tasks WHERE id = :id"), {"id": parent_id}).scalar()
+            task_type = conn.execute(_text("SELECT task_type FROM tasks WHERE id = :id"), {"id": parent_id}).scalar()
             self._propagate_end(conn, parent_id, task_type, status, message, row[0])
 
     def _propagate_end(self, conn: Connection, task_id: str, task_type: str, status: str, message: str,
@@ -406,34 +414,34 @@ class TaskStore:
             if st not in (FAILED, CANCELLED):
                 continue
             word = "failed" if st == FAILED else "was cancelled"
-            children = [r[0] for r in conn.execute(sa.text(self.sql.children_by_dependant_on), {"id": tid})]
-            children += [r[0] for r in conn.execute(sa.text(self.sql.children_by_edges), {"id": tid})]
+            children = [r[0] for r in conn.execute(_text(self.sql.children_by_dependant_on), {"id": tid})]
+            children += [r[0] for r in conn.execute(_text(self.sql.children_by_edges), {"id": tid})]
             for child in dict.fromkeys(children):
                 child_msg = f"not run: task {tid} ({ttype}) that it depends on {word}: {why}"
-                row = conn.execute(sa.text(self.sql.end_queued),
+                row = conn.execute(_text(self.sql.end_queued),
                                    {**self._times(), "id": child, "status": st, "message": child_msg[:2000]}).first()
                 if row is not None:
-                    ctype = conn.execute(sa.text("SELECT task_type FROM tasks WHERE id = :id"), {"id": child}).scalar()
+                    ctype = conn.execute(_text("SELECT task_type FROM tasks WHERE id = :id"), {"id": child}).scalar()
                     work.append((child, ctype, st, child_msg, row[0]))
             if parent:
                 parent_msg = f"child task {tid} ({ttype}) {word}: {why}"
-                row = conn.execute(sa.text(self.sql.end_parent),
+                row = conn.execute(_text(self.sql.end_parent),
                                    {**self._times(), "id": parent, "status": st, "message": parent_msg[:2000]}).first()
                 if row is not None:
-                    ptype = conn.execute(sa.text("SELECT task_type FROM tasks WHERE id = :id"), {"id": parent}).scalar()
+                    ptype = conn.execute(_text("SELECT task_type FROM tasks WHERE id = :id"), {"id": parent}).scalar()
                     work.append((parent, ptype, st, parent_msg, row[0]))
-            for child, child_status in conn.execute(sa.text(self.sql.child_tasks), {"id": tid}).all():
+            for child, child_status in conn.execute(_text(self.sql.child_tasks), {"id": tid}).all():
                 if child_status == QUEUED:
                     child_msg = f"not run: its orchestrator {tid} ({ttype}) {word}: {why}"
-                    row = conn.execute(sa.text(self.sql.end_queued),
+                    row = conn.execute(_text(self.sql.end_queued),
                                        {**self._times(), "id": child, "status": CANCELLED,
                                         "message": child_msg[:2000]}).first()
                     if row is not None:
-                        ctype = conn.execute(sa.text("SELECT task_type FROM tasks WHERE id = :id"),
+                        ctype = conn.execute(_text("SELECT task_type FROM tasks WHERE id = :id"),
                                              {"id": child}).scalar()
                         work.append((child, ctype, CANCELLED, child_msg, None))
                 elif child_status == IN_PROGRESS:
-                    conn.execute(sa.text(self.sql.request_cancel_running), {**self._times(), "id": child})
+                    conn.execute(_text(self.sql.request_cancel_running), {**self._times(), "id": child})
 
     # ------------------------------------------------------------------ maintenance
     def reclaim_expired(self) -> list[dict[str, Any]]:
@@ -441,7 +449,7 @@ class TaskStore:
         past max_attempts. Returns what was done, for the log."""
         done = []
         with self.begin() as conn:
-            rows = conn.execute(sa.text(self.sql.expired_leases), self._times()).mappings().all()
+            rows = conn.execute(_text(self.sql.expired_leases), self._times()).mappings().all()
             for r in rows:
                 attempt, max_attempts = int(r["attempts"]), int(r["max_attempts"])
                 base = (f"lease expired during attempt {attempt} of {max_attempts}: worker {r['worker_id']} stopped"
@@ -449,15 +457,15 @@ class TaskStore:
                 params = {**self._times(), "id": r["id"], "attempt": attempt}
                 if attempt >= max_attempts:
                     message = base + "; no attempts left"
-                    row = conn.execute(sa.text(self.sql.fail_expired), {**params, "message": message}).first()
+                    row = conn.execute(_text(self.sql.fail_expired), {**params, "message": message}).first()
                     if row is not None:
-                        task_type = conn.execute(sa.text("SELECT task_type FROM tasks WHERE id = :id"),
+                        task_type = conn.execute(_text("SELECT task_type FROM tasks WHERE id = :id"),
                                                  {"id": r["id"]}).scalar()
                         self._propagate_end(conn, r["id"], task_type, FAILED, message, row[0])
                         done.append({"task_id": r["id"], "worker_id": r["worker_id"], "attempt": attempt,
                                      "outcome": FAILED})
                 else:
-                    if conn.execute(sa.text(self.sql.reclaim_expired), {**params, "message": base}).rowcount:
+                    if conn.execute(_text(self.sql.reclaim_expired), {**params, "message": base}).rowcount:
                         done.append({"task_id": r["id"], "worker_id": r["worker_id"], "attempt": attempt,
                                      "outcome": QUEUED})
         return done
@@ -467,25 +475,25 @@ class TaskStore:
         Failed/Cancelled, e.g. rows inserted by other apps): end them with a clear error."""
         done = []
         with self.begin() as conn:
-            missing = conn.execute(sa.text(self.sql.orphans)).all() + conn.execute(sa.text(self.sql.orphan_edges)).all()
+            missing = conn.execute(_text(self.sql.orphans)).all() + conn.execute(_text(self.sql.orphan_edges)).all()
             for task_id, parent in missing:
                 message = f"depends on task {parent}, which does not exist"
-                if conn.execute(sa.text(self.sql.end_queued),
+                if conn.execute(_text(self.sql.end_queued),
                                 {**self._times(), "id": task_id, "status": FAILED, "message": message}).first():
                     self._propagate_end(conn, task_id, self._type_of(conn, task_id), FAILED, message, None)
                     done.append({"task_id": task_id, "reason": message})
-            ended = conn.execute(sa.text(self.sql.stranded)).all() + conn.execute(sa.text(self.sql.stranded_edges)).all()
+            ended = conn.execute(_text(self.sql.stranded)).all() + conn.execute(_text(self.sql.stranded_edges)).all()
             for task_id, parent, parent_status in ended:
                 word = "failed" if parent_status == FAILED else "was cancelled"
                 message = f"not run: task {parent} that it depends on {word}"
-                if conn.execute(sa.text(self.sql.end_queued),
+                if conn.execute(_text(self.sql.end_queued),
                                 {**self._times(), "id": task_id, "status": parent_status, "message": message}).first():
                     self._propagate_end(conn, task_id, self._type_of(conn, task_id), parent_status, message, None)
                     done.append({"task_id": task_id, "reason": message})
         return done
 
     def _type_of(self, conn: Connection, task_id: str) -> str:
-        return conn.execute(sa.text("SELECT task_type FROM tasks WHERE id = :id"), {"id": task_id}).scalar()
+        return conn.execute(_text("SELECT task_type FROM tasks WHERE id = :id"), {"id": task_id}).scalar()
 
     # ------------------------------------------------------------------ user actions
     def request_cancel(self, task_id: str) -> str:
@@ -493,22 +501,22 @@ class TaskStore:
         stop. Returns the task's status afterwards."""
         message = "cancelled on request"
         with self.begin() as conn:
-            row = conn.execute(sa.text("SELECT status, task_type, parent_task_id, awaiting_children FROM tasks"
+            row = conn.execute(_text("SELECT status, task_type, parent_task_id, awaiting_children FROM tasks"
                                        " WHERE id = :id"), {"id": task_id}).first()
             if row is None:
                 raise StoreError(f"no task with id {task_id}")
             status, task_type, parent, awaiting = row
             if status == QUEUED:
-                conn.execute(sa.text(self.sql.cancel_queued), {**self._times(), "id": task_id, "message": message})
+                conn.execute(_text(self.sql.cancel_queued), {**self._times(), "id": task_id, "message": message})
                 self._propagate_end(conn, task_id, task_type, CANCELLED, message, parent)
                 return CANCELLED
             if status == IN_PROGRESS and awaiting:
-                conn.execute(sa.text(self.sql.cancel_waiting_parent),
+                conn.execute(_text(self.sql.cancel_waiting_parent),
                              {**self._times(), "id": task_id, "message": message})
                 self._propagate_end(conn, task_id, task_type, CANCELLED, message, parent)
                 return CANCELLED
             if status == IN_PROGRESS:
-                conn.execute(sa.text(self.sql.request_cancel_running), {**self._times(), "id": task_id})
+                conn.execute(_text(self.sql.request_cancel_running), {**self._times(), "id": task_id})
                 return IN_PROGRESS
             return status
 
@@ -518,8 +526,8 @@ class TaskStore:
         while frontier:
             nxt = []
             for tid in frontier:
-                kids = [r[0] for r in conn.execute(sa.text(self.sql.children_by_dependant_on), {"id": tid})]
-                kids += [r[0] for r in conn.execute(sa.text(self.sql.children_by_edges), {"id": tid})]
+                kids = [r[0] for r in conn.execute(_text(self.sql.children_by_dependant_on), {"id": tid})]
+                kids += [r[0] for r in conn.execute(_text(self.sql.children_by_edges), {"id": tid})]
                 for k in kids:
                     if k not in seen and k != task_id:
                         seen[k] = None
@@ -532,7 +540,7 @@ class TaskStore:
         redone). An orchestrator that failed because of it waits again, and its other children that were
         ended with it are re-queued. Returns the ids re-queued."""
         with self.begin() as conn:
-            row = conn.execute(sa.text("SELECT status, parent_task_id FROM tasks WHERE id = :id"),
+            row = conn.execute(_text("SELECT status, parent_task_id FROM tasks WHERE id = :id"),
                                {"id": task_id}).first()
             if row is None:
                 raise StoreError(f"no task with id {task_id}")
@@ -542,21 +550,21 @@ class TaskStore:
             orchestrators = set()
             targets = [task_id]
             # An orchestrator retried after it spawned children: retry its ended children instead.
-            kids = conn.execute(sa.text(self.sql.child_tasks), {"id": task_id}).all()
+            kids = conn.execute(_text(self.sql.child_tasks), {"id": task_id}).all()
             if kids:
                 orchestrators.add(task_id)
                 targets = [k for k, st in kids if st in (FAILED, CANCELLED)]
             elif row[1]:
                 orchestrators.add(row[1])
             for parent in list(orchestrators):
-                prow = conn.execute(sa.text("SELECT status FROM tasks WHERE id = :id"), {"id": parent}).first()
+                prow = conn.execute(_text("SELECT status FROM tasks WHERE id = :id"), {"id": parent}).first()
                 if prow and prow[0] in (FAILED, CANCELLED):
-                    conn.execute(sa.text(self.sql.rewait_parent), {**self._times(), "id": parent})
-                    targets += [k for k, st in conn.execute(sa.text(self.sql.child_tasks), {"id": parent}).all()
+                    conn.execute(_text(self.sql.rewait_parent), {**self._times(), "id": parent})
+                    targets += [k for k, st in conn.execute(_text(self.sql.child_tasks), {"id": parent}).all()
                                 if st in (FAILED, CANCELLED)]
             for target in dict.fromkeys(targets):
                 for tid in [target, *self._descendants(conn, target)]:
-                    if conn.execute(sa.text(self.sql.requeue_for_retry), {**self._times(), "id": tid}).rowcount:
+                    if conn.execute(_text(self.sql.requeue_for_retry), {**self._times(), "id": tid}).rowcount:
                         requeued.append(tid)
             return list(dict.fromkeys(requeued))
 
@@ -564,7 +572,7 @@ class TaskStore:
         """Run one finished task again with changed params (e.g. a segment's prompt or seed), and re-run
         its descendants (e.g. the stitch); its orchestrator waits for them again. Returns the ids re-queued."""
         with self.begin() as conn:
-            row = conn.execute(sa.text("SELECT status, params, parent_task_id FROM tasks WHERE id = :id"),
+            row = conn.execute(_text("SELECT status, params, parent_task_id FROM tasks WHERE id = :id"),
                                {"id": task_id}).first()
             if row is None:
                 raise StoreError(f"no task with id {task_id}")
@@ -574,30 +582,30 @@ class TaskStore:
             if not isinstance(params, dict):
                 raise StoreError(f"task {task_id} has params that are not a JSON object")
             params.update(params_patch)
-            conn.execute(sa.text(self.sql.regenerate), {**self._times(), "id": task_id, "params": json.dumps(params)})
+            conn.execute(_text(self.sql.regenerate), {**self._times(), "id": task_id, "params": json.dumps(params)})
             requeued = [task_id]
             for tid in self._descendants(conn, task_id):
-                if conn.execute(sa.text(self.sql.requeue_complete), {**self._times(), "id": tid}).rowcount:
+                if conn.execute(_text(self.sql.requeue_complete), {**self._times(), "id": tid}).rowcount:
                     requeued.append(tid)
             if row[2]:
-                conn.execute(sa.text(self.sql.rewait_parent), {**self._times(), "id": row[2]})
+                conn.execute(_text(self.sql.rewait_parent), {**self._times(), "id": row[2]})
             return requeued
 
     # ------------------------------------------------------------------ reading
     def get(self, task_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
-            row = conn.execute(sa.text(self.sql.get), {"id": task_id}).mappings().first()
+            row = conn.execute(_text(self.sql.get), {"id": task_id}).mappings().first()
             if row is None:
                 return None
             task = dict(row)
             task["depends_on"] = ([task["dependant_on"]] if task.get("dependant_on") else []) + [
-                r[0] for r in conn.execute(sa.text(self.sql.dependencies_of), {"id": task_id})
+                r[0] for r in conn.execute(_text(self.sql.dependencies_of), {"id": task_id})
                 if r[0] != task.get("dependant_on")]
             return task
 
     def output_of(self, task_id: str) -> str | None:
         with self._read() as conn:
-            return conn.execute(sa.text(self.sql.output_of), {"id": task_id}).scalar()
+            return conn.execute(_text(self.sql.output_of), {"id": task_id}).scalar()
 
     def list_tasks(self, *, status: str | None = None, task_type: str | None = None, project_id: str | None = None,
                    parent_task_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -609,37 +617,37 @@ class TaskStore:
                 params[column] = value
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         with self._read() as conn:
-            rows = conn.execute(sa.text(f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT :limit"),
+            rows = conn.execute(_text(f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT :limit"),
                                 params).mappings().all()
         return [dict(r) for r in rows]
 
     def count_by_status(self) -> dict[str, int]:
         with self._read() as conn:
-            return {s: n for s, n in conn.execute(sa.text("SELECT status, COUNT(*) FROM tasks GROUP BY status"))}
+            return {s: n for s, n in conn.execute(_text("SELECT status, COUNT(*) FROM tasks GROUP BY status"))}
 
     # ------------------------------------------------------------------ output cache
     def cache_get(self, key: str) -> str | None:
         with self._read() as conn:
-            return conn.execute(sa.text(self.sql.cache_get), {"key": key}).scalar()
+            return conn.execute(_text(self.sql.cache_get), {"key": key}).scalar()
 
     def cache_put(self, key: str, location: str, task_id: str | None = None) -> None:
         with self.begin() as conn:
-            conn.execute(sa.text(self.sql.cache_put), {**self._times(), "key": key, "location": location,
+            conn.execute(_text(self.sql.cache_put), {**self._times(), "key": key, "location": location,
                                                        "task_id": task_id})
 
     def cache_forget(self, key: str) -> None:
         with self.begin() as conn:
-            conn.execute(sa.text(self.sql.cache_delete), {"key": key})
+            conn.execute(_text(self.sql.cache_delete), {"key": key})
 
     # ------------------------------------------------------------------ workers
     def register_worker(self, worker_id: str, host: str, pid: int, version: str) -> None:
         with self.begin() as conn:
-            conn.execute(sa.text(self.sql.worker_upsert), {**self._times(), "id": worker_id, "host": host,
+            conn.execute(_text(self.sql.worker_upsert), {**self._times(), "id": worker_id, "host": host,
                                                            "pid": pid, "version": version})
 
     def worker_seen(self, worker_id: str, task_id: str | None, status: str = "running") -> None:
         with self.begin() as conn:
-            conn.execute(sa.text(self.sql.worker_seen), {**self._times(), "id": worker_id, "task_id": task_id,
+            conn.execute(_text(self.sql.worker_seen), {**self._times(), "id": worker_id, "task_id": task_id,
                                                          "status": status})
 
 
