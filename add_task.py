@@ -147,7 +147,7 @@ def cmd_list(args: argparse.Namespace, store: TaskStore) -> int:
         detail = r.get("output_location") or r.get("error_message") or r.get("progress_message") or ""
         table.add_row(r["id"], r["task_type"], r["status"], f"{r.get('attempts', 0)}/{r.get('max_attempts', '')}",
                       progress, str(r.get("created_at"))[:19], str(detail)[:120])
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0
 
 
