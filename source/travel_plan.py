@@ -240,6 +240,7 @@ class TravelPlan:
     guide_adjustments: dict[str, float] = field(default_factory=dict)
     adjustments: list[str] = field(default_factory=list)      # what was changed from the request, for logs
     source_format: str = "canonical"
+    ignored_keys: list[str] = field(default_factory=list)     # canonical params this planner does not know
 
     @property
     def lengths(self) -> list[int]:
@@ -412,6 +413,8 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
     overlaps = _strict_overlaps(pieces, raw_overlaps, even=(mode == "chained"), first_is_video=continuing,
                                 problems=problems)
     seeds = _seed_list(p.seed, n, problems)
+    if p.image_refs and mode == "independent":
+        problems.append("image_refs (VACE reference images) need a VACE model in mode 'chained'")
     try:
         resolution = parse_resolution(p.resolution)
     except InvalidInput as exc:
@@ -445,7 +448,8 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
                   image_refs=[list(p.image_refs or [])] * n, colour_match=p.colour_match, sharpen=p.sharpen,
                   fps_multiplier=p.fps_multiplier, upscale_to=upscale_to, keep=p.keep_intermediates,
                   run_id=p.run_id or run_id, generation=generation, guide_adjustments={},
-                  adjustments=adjustments, source_format="canonical")
+                  adjustments=adjustments, source_format="canonical",
+                  ignored_keys=sorted(p.model_extra or {}))
 
 
 def _check_model_mode(model: str, requested: str | None, mode: str | None, problems: list[str]) -> None:
@@ -553,7 +557,7 @@ def _plan_from_seed(d: SeedOrchestratorDetails, *, continue_frames: int | None, 
 
 def _build(*, mode, model, resolution, fps, images, prompts, negs, lengths, overlaps, seeds, continue_from_video,
            continue_frames, image_refs, colour_match, sharpen, fps_multiplier, upscale_to, keep, run_id,
-           generation, guide_adjustments, adjustments, source_format) -> TravelPlan:
+           generation, guide_adjustments, adjustments, source_format, ignored_keys=()) -> TravelPlan:
     n = len(lengths)
     continuing = continue_from_video is not None
     # overlaps[j] joins piece j and j+1 of [video?] + segments; per segment: incoming and outgoing
@@ -574,4 +578,4 @@ def _build(*, mode, model, resolution, fps, images, prompts, negs, lengths, over
                       continue_frames=continue_frames, colour_match=colour_match, sharpen=float(sharpen),
                       fps_multiplier=int(fps_multiplier), upscale_to=upscale_to, keep_intermediates=keep,
                       run_id=run_id, generation=generation, guide_adjustments=guide_adjustments,
-                      adjustments=adjustments, source_format=source_format)
+                      adjustments=adjustments, source_format=source_format, ignored_keys=list(ignored_keys))

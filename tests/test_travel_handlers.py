@@ -257,3 +257,23 @@ def test_unknown_model_fails_the_orchestrator(harness):
     _, params = load_payload("travel_canonical")
     with pytest.raises(InvalidInput, match="unknown model 'my-vace-typo'"):
         harness.orchestrate("travel_between_images", dict(params, model="my-vace-typo"))
+
+
+def test_seed_era_child_rows_get_a_clear_message():
+    from source.handler_registry import validate_params
+
+    for task_type in ("travel_segment", "travel_stitch"):
+        with pytest.raises(InvalidInput, match="seed-era .* submit its travel_orchestrator again"):
+            validate_params(task_type, {"segment_index": 0, "full_orchestrator_payload": {}})
+
+
+def test_independent_continue_and_upscale_end_to_end(harness, tiny_models, tmp_path):
+    video = tmp_path / "old.mp4"
+    write_video([np.full((64, 64, 3), 20 * i, np.uint8) for i in range(7)], video, fps=16)
+    _, params = load_payload("travel_independent")
+    params = dict(params, images=IMAGES[:2], continue_from_video=str(video), overlap=1, upscale_to="96x96")
+    children = harness.orchestrate("travel_between_images", params, "orch-ic")
+    assert children[0].params["start_image"] is None and children[1].params["start_image"] == IMAGES[0]
+    ids = harness.run_children("orch-ic", children, order=["seg-001", "seg-000", "stitch"])
+    assert (harness.storage.work_dir(ids["seg-000"]) / "start_from_video.png").is_file()
+    _assert_final(harness, ids, 7 + 9 + 9 - 2, size=(96, 96))

@@ -263,3 +263,10 @@ def test_parse_resolution():
     assert parse_resolution("500x500") == (496, 496)
     assert parse_resolution([64, 48]) == (64, 48)
     assert parse_resolution(" 832 x 480 ") == (832, 480)
+
+
+def test_refs_need_chained_and_unknown_keys_are_reported():
+    assert "image_refs (VACE reference images) need" in problems_of(
+        canonical(model="tiny-flf2v", overlap=1, image_refs=[IMAGES[3]]))
+    plan = plan_travel(canonical(image_refs=[IMAGES[3]], framez=9))
+    assert plan.segments[1].image_refs == (IMAGES[3],) and plan.ignored_keys == ["framez"]

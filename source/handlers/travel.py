@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from source.handler_registry import register
 from source.media.images import load_image_rgb, resize_frame, save_png
@@ -71,6 +71,14 @@ class TravelSegmentParams(BaseModel):
     guide_adjustments: dict[str, float] = Field(default_factory=dict)
     keep_intermediates: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_seed_era(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "full_orchestrator_payload" in data and "model" not in data:
+            raise ValueError("this is a seed-era travel_segment row (it reads its predecessor from the old "
+                             "queue); it cannot be resumed: submit its travel_orchestrator again")
+        return data
+
 
 class TravelStitchParams(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -88,6 +96,14 @@ class TravelStitchParams(BaseModel):
     upscale_to: str | None = None
     expected_frames: int = Field(ge=1)       # after fps upsampling
     keep_intermediates: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_seed_era(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "full_orchestrator_payload" in data and "segment_task_ids" not in data:
+            raise ValueError("this is a seed-era travel_stitch row (it searched the old queue for its "
+                             "segments); it cannot be resumed: submit its travel_orchestrator again")
+        return data
 
 
 # ----------------------------------------------------------------------------------------- orchestrator
@@ -185,7 +201,7 @@ def _orchestrate(params: TravelParams | SeedTravelParams, ctx: TaskContext) -> H
     plan = make_plan(params, ctx)
     ctx.log("travel_planned", mode=plan.mode, model=plan.model, segments=plan.num_segments,
             lengths=plan.lengths, overlaps=plan.overlaps, expected_frames=plan.expected_output_frames,
-            adjustments=plan.adjustments, source_format=plan.source_format)
+            adjustments=plan.adjustments, source_format=plan.source_format, ignored_keys=plan.ignored_keys)
     return HandlerResult(children=build_children(plan, ctx.task_id),
                          result={"segments": plan.num_segments, "mode": plan.mode,
                                  "expected_frames": plan.expected_output_frames})
