@@ -290,6 +290,8 @@ def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerRe
     final = ctx.output_path(".mp4", stem=stem)
     # without colour matching the generator writes the final file itself (and its sidecar JSON beside it)
     generated = generate_single_video(ctx, gen, output_path=work / "generated.mp4" if p.colour_match else final)
+    if generated.frames != p.frames and not p.colour_match:
+        final.unlink(missing_ok=True)  # never leave a wrong-length file where a segment output is expected
     _check_frames(f"the generated video of {label}", generated.frames, p.frames)
 
     if p.colour_match:
