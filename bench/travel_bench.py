@@ -10,7 +10,7 @@ Parts:
   12-frame overlaps) at a SMALL frame size (default 128x96, so the 10-minute inputs are quick to make);
   each stitch runs in a fresh subprocess that reports its max RSS and tracemalloc's peak.
 - rife: RIFE pairs/s at 480x832 on this machine's CPU (and on CUDA when one is present).
-- travel_wall_time: placeholder for the lead (a 3-segment tiny travel with 1 and 2 workers).
+- travel_wall_time: a 3-segment tiny travel through real worker processes with 1 and 2 workers.
 """
 
 from __future__ import annotations
@@ -181,13 +181,41 @@ def bench_rife(pairs: int, size: tuple[int, int]) -> dict:
     return out
 
 
-# -- lead's spot -----------------------------------------------------------------------------------------------
+# -- travel through the real queue ------------------------------------------------------------------------------
 
-def travel_wall_time(workers: int) -> dict | None:
-    """TODO(lead): wall time of a 3-segment tiny travel (tiny VACE model) with `workers` worker processes
-    on one SQLite database: enqueue the orchestrator, start the workers, time until the stitch completes.
-    Fill in once the worker + travel handlers exist; return {"workers": n, "wall_s": ...}."""
-    return None
+def travel_wall_time(workers: int, mode: str) -> dict:
+    """Wall time of a 3-segment tiny travel through `workers` real worker processes on one SQLite database:
+    workers are started (idle) first, then the orchestrator is queued; timed until it is Complete. Each
+    worker's first generation includes importing torch/diffusers and loading the tiny model."""
+    from source.store.task_store import TaskStore
+    from tests.worker_process import WorkerProcess
+
+    repo = Path(__file__).resolve().parent.parent
+    images = [str(repo / "samples" / "images" / n) for n in ("astronaut.png", "chelsea.png", "coffee.png",
+                                                             "rocket.png")]
+    if mode == "chained":
+        params = {"images": images, "prompt": "a smooth morph", "frames": 13, "overlap": 4, "resolution": "64x64",
+                  "model": "tiny-vace", "mode": "chained", "seed": 1, "steps": 2}
+    else:
+        params = {"images": images, "prompt": "a smooth morph", "frames": 13, "overlap": 1, "resolution": "64x64",
+                  "model": "tiny-flf2v", "mode": "independent", "seed": 1, "steps": 2}
+    with tempfile.TemporaryDirectory(prefix="travel_wall_") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'tasks.db'}"
+        store = TaskStore(url)
+        procs = [WorkerProcess(url, Path(tmp) / "logs", "--poll-interval", "0.2", worker_id=f"w{i}")
+                 for i in range(workers)]
+        for p in procs:
+            p.wait_for_event("worker_started")
+        t0 = time.perf_counter()
+        orch = store.add_task("travel_between_images", params)
+        while store.get(orch)["status"] not in ("Complete", "Failed", "Cancelled"):
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        row = store.get(orch)
+        for p in procs:
+            p.stop()
+        store.close()
+    return {"workers": workers, "mode": mode, "segments": 3, "status": row["status"], "wall_s": round(wall, 2)}
 
 
 def main() -> None:
@@ -209,7 +237,8 @@ def main() -> None:
         if "rife" not in args.skip:
             result["rife"] = bench_rife(1 if q else 5, (832, 480))
         if "travel" not in args.skip:
-            result["travel_wall_time"] = {"1_worker": travel_wall_time(1), "2_workers": travel_wall_time(2)}
+            result["travel_wall_time"] = {f"{mode}_{n}_worker{'s' if n > 1 else ''}": travel_wall_time(n, mode)
+                                          for mode in ("chained", "independent") for n in (1, 2)}
     print(json.dumps(result, indent=2))
 
 
