@@ -201,8 +201,15 @@ class Worker:
             run.done.set()
             self._finish_failed(claim, str(exc))
         except FatalWorkerError as exc:
+            # Hand the task to a healthy worker, but count the attempt: a task that poisons every worker
+            # it touches must end Failed, not loop through restarts forever.
             run.done.set()
-            handed = self._db(lambda: self.store.hand_back(claim), "hand back")
+            message = f"worker {cfg.worker_id} hit a fatal fault: {exc}"
+            if claim.attempt >= int(row.get("max_attempts") or 1):
+                handed = False
+                self._finish_failed(claim, f"gave up after {claim.attempt} attempt(s): {message}")
+            else:
+                handed = self._db(lambda: self.store.retry_later(claim, message[:4000], 0.0), "hand back")
             self.log.emit("worker_fatal_error", task_id=claim.id, error=str(exc), handed_back=handed)
             self.exit_code = 3
             self.stop_event.set()

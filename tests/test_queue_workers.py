@@ -219,6 +219,21 @@ def test_bad_tasks_fail_clearly_and_the_worker_goes_on(db_url, tmp_path):
     store.close()
 
 
+def test_fatal_fault_hands_the_task_back_and_exits_non_zero(db_url, tmp_path):
+    store = TaskStore(db_url)
+    tid = store.add_task("noop", {"fatal": True}, max_attempts=2)
+    w = start(db_url, tmp_path, "A")
+    assert w.wait(30) == 3
+    row = store.get(tid)
+    assert row["status"] == "Queued" and row["attempts"] == 1, "handed back for a healthy worker, attempt counted"
+    assert w.events("worker_fatal_error")[0]["handed_back"] is True
+    again = start(db_url, tmp_path, "B")  # a task that poisons every worker ends Failed, not in a loop
+    assert again.wait(30) == 3
+    row = store.get(tid)
+    assert row["status"] == "Failed" and "fatal fault" in row["error_message"]
+    store.close()
+
+
 def test_dag_runs_in_dependency_order_across_workers(db_url, tmp_path):
     store = TaskStore(db_url)
     root = store.add_task("noop", {"seconds": 0.3})

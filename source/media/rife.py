@@ -220,6 +220,8 @@ class RifeInterpolator:
     # -- tensor plumbing -----------------------------------------------------------------------
     def _to_tensor(self, frame: np.ndarray) -> torch.Tensor:
         a = np.ascontiguousarray(_check_frame(frame))
+        if not a.flags.writeable:  # torch warns on read-only buffers (e.g. frames decoded by PyAV)
+            a = a.copy()
         x = torch.from_numpy(a).to(self.device).permute(2, 0, 1).unsqueeze(0)
         return x.to(self.dtype) / 255.0
 
