@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         exit_when_idle=args.exit_when_idle,
         task_types=[t.strip() for t in args.task_types.split(",") if t.strip()] if args.task_types else None,
         task_timeout=args.task_timeout, shutdown_grace=args.shutdown_grace,
-        retry_base_seconds=args.retry_base_seconds, listen=not args.no_listen, keep_work_dirs=args.keep_work_dirs,
+        retry_base_seconds=args.retry_base_seconds, keep_work_dirs=args.keep_work_dirs,
+        # A transaction pooler (Supabase port 6543) drops LISTEN sessions: poll there.
+        listen=not args.no_listen and ":6543" not in args.db,
     )
     if args.worker_id:
         config.worker_id = args.worker_id
