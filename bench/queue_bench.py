@@ -31,6 +31,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from source.store.task_store import TaskStore, normalise_db_url  # noqa: E402
 from tests.pg_cluster import PgCluster  # noqa: E402
+from tests.table_fill import insert_finished_rows  # noqa: E402
 from tests.worker_process import WorkerProcess, all_events  # noqa: E402
 
 
@@ -132,24 +133,7 @@ def pickup_latency(url: str, workdir: Path, samples: int, *args: str) -> dict:
 def claim_time(url: str, finished_rows: int, samples: int = 200) -> float:
     """Median ms of one claim with `finished_rows` Complete rows in the table."""
     store = TaskStore(url)
-    with store.begin() as conn:
-        if store.is_sqlite:
-            conn.execute(sa.text(
-                "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n)"
-                " INSERT INTO tasks (id, task_type, params, status, created_at, dependant_on)"
-                " SELECT 'done-' || i, 'noop', '{}', 'Complete', '2025-01-01T00:00:00.000000Z',"
-                " CASE WHEN i > 1 THEN 'done-' || (i - 1) END FROM s"), {"n": finished_rows})
-        else:
-            conn.execute(sa.text(
-                "INSERT INTO tasks (id, task_type, params, status, dependant_on) SELECT 'done-' || i, 'noop', '{}',"
-                " 'Complete', CASE WHEN i > 1 THEN 'done-' || (i - 1) END FROM generate_series(1, :n) AS i"),
-                {"n": finished_rows})
-    if store.is_sqlite:  # as after normal operation: the bulk insert checkpointed out of the WAL
-        with store.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    else:
-        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("VACUUM ANALYZE tasks"))
+    insert_finished_rows(store, finished_rows)
     store.add_tasks([dict(task_type="noop", params={}, depends_on=[f"done-{i + 1}"] if i % 2 else [])
                      for i in range(samples)])
     times = []

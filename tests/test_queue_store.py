@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from source.store.task_store import StoreError, TaskStore, normalise_db_url
 from source.task_context import ChildTask, child_task_id
+from tests.table_fill import insert_finished_rows
 
 
 def claim_one(store: TaskStore, worker: str = "w1", lease: float = 30.0):
@@ -365,24 +366,8 @@ def test_seed_era_database_is_migrated_in_place(db_url):
         store.close()
 
 
-def _bulk_finished_rows(store: TaskStore, n: int) -> None:
-    with store.begin() as conn:
-        if store.is_sqlite:
-            conn.execute(sa.text(
-                "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n)"
-                " INSERT INTO tasks (id, task_type, params, status, created_at, dependant_on)"
-                " SELECT 'done-' || i, 'noop', '{}', 'Complete', '2025-01-01T00:00:00.000000Z',"
-                " CASE WHEN i > 1 THEN 'done-' || (i - 1) END FROM s"), {"n": n})
-        else:
-            conn.execute(sa.text(
-                "INSERT INTO tasks (id, task_type, params, status, created_at, dependant_on)"
-                " SELECT 'done-' || i, 'noop', '{}', 'Complete', now(),"
-                " CASE WHEN i > 1 THEN 'done-' || (i - 1) END FROM generate_series(1, :n) AS i"), {"n": n})
-            conn.execute(sa.text("ANALYZE tasks"))
-
-
 def test_claim_plan_stays_index_driven_with_100k_finished_rows(store):
-    _bulk_finished_rows(store, 100_000)
+    insert_finished_rows(store, 100_000)
     for i in range(50):
         store.add_task("noop", {}, depends_on=[f"done-{i + 1}"] if i % 2 else [])
     sql = store.sql.claim_sql(0)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from source.model_files import sha256_of
 from source.generation.model_catalog import IMAGE_KINDS, ModelSpec, SpeedLora, load_catalog
 from source.task_context import InvalidInput, TaskContext
 
@@ -461,7 +462,7 @@ def generate_single_video(ctx: TaskContext, params: GenerationParams | dict, *,
     timings["total_s"] = time.perf_counter() - t_start
     record = dict(base_record, cache_hit=False, timings=_round(timings), versions=_versions(), runtime=runtime,
                   output={"frames": out_frames, "width": out_w, "height": out_h, "fps": fps,
-                          "sha256": _sha256_bytes(output_path)})
+                          "sha256": sha256_of(output_path)})
     _atomic_json(sidecar_path, record)
     if cacheable:
         try:
@@ -576,14 +577,6 @@ def _encode(frames: np.ndarray, path: Path, fps: float) -> None:
         for frame in u8:
             writer.write(frame)
     os.replace(tmp, path)
-
-
-def _sha256_bytes(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _versions_memo: dict | None = None
