@@ -33,6 +33,11 @@ def test_claim_order_priority_then_age(store):
     assert store.claim("w1", 30) is None
 
 
+def test_tasks_inserted_together_run_in_insertion_order(store):
+    ids = store.add_tasks([dict(task_type="noop", params={"n": i}) for i in range(8)])
+    assert [claim_one(store).id for _ in ids] == ids
+
+
 def test_claim_sets_worker_attempt_and_lease(store):
     tid = store.add_task("noop", {"a": 1})
     claim = claim_one(store, "wA")

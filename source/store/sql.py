@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     status TEXT NOT NULL DEFAULT 'Queued',
     dependant_on TEXT NULL,
     output_location TEXT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     updated_at TIMESTAMPTZ NULL,
     generation_started_at TIMESTAMPTZ NULL,
     generation_processed_at TIMESTAMPTZ NULL,

@@ -239,10 +239,12 @@ class TaskStore:
         }
         names = list(columns)
         values = [f":{n}" for n in names]
-        if self.is_sqlite:  # PostgreSQL uses the column defaults (server clock)
+        names += ["created_at", "updated_at"]
+        if self.is_sqlite:
             columns["created_at"] = columns["updated_at"] = iso_now()
-            names += ["created_at", "updated_at"]
             values += [":created_at", ":updated_at"]
+        else:  # the server's clock, per row: now() is one value per transaction and would scramble the order
+            values += ["clock_timestamp()", "clock_timestamp()"]
         conflict = " ON CONFLICT (id) DO NOTHING" if if_absent else ""
         result = conn.execute(_text(f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join(values)}){conflict}"),
                               columns)
