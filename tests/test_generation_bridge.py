@@ -181,7 +181,12 @@ def test_random_seed_is_never_cached_and_missing_cached_file_regenerates(gen_ctx
     assert 0 <= r.seed < 2 ** 31 and not gen_ctx.cache
     q = dict(BASE, model="tiny-t2v", seed=12)
     first = generate_single_video(gen_ctx(), q)
-    first.video_path.unlink()
+    first.video_path.unlink()  # the task's own output may go: the cache keeps its own copy
+    kept = generate_single_video(gen_ctx(), q)
+    assert kept.cache_hit and kept.video_path.is_file()
+    for location in gen_ctx.cache.values():  # the cached copy itself gone: generate again
+        gen_ctx.storage.resolve_input(location).unlink()
+    kept.video_path.unlink()
     again = generate_single_video(gen_ctx(), q)
     assert not again.cache_hit and again.video_path.is_file()
 

@@ -466,7 +466,7 @@ def generate_single_video(ctx: TaskContext, params: GenerationParams | dict, *,
     _atomic_json(sidecar_path, record)
     if cacheable:
         try:
-            ctx.cache_put(cache_key, ctx.location_for(output_path))
+            ctx.cache_put(cache_key, ctx.location_for(_keep_for_cache(ctx, cache_key, output_path)))
         except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail a finished video
             ctx.log("cache_put_failed", key=cache_key, error=str(exc)[:300])
     timings["sidecar_s"] = time.perf_counter() - t0
@@ -535,6 +535,23 @@ def _revision_for_key(engine, spec: ModelSpec) -> str | None:
     except Exception:  # noqa: BLE001
         pass
     return spec.revision or "main"
+
+
+def _keep_for_cache(ctx: TaskContext, key: str, output_path: Path) -> Path:
+    """The cached copy lives under `<files dir>/.cache/`, so it outlives the task's scratch folder (callers
+    that post-process, like travel segments, generate into one). A hard link costs no space; across
+    file systems it is copied."""
+    cached = ctx.storage.files_dir / ".cache" / f"{key}{output_path.suffix}"
+    if cached.exists():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    try:
+        os.link(output_path, tmp)
+    except OSError:
+        shutil.copyfile(output_path, tmp)
+    os.replace(tmp, cached)
+    return cached
 
 
 def _try_cache(ctx: TaskContext, key: str, output_path: Path):
