@@ -49,7 +49,12 @@ class VideoWriter:
         self._stream.width = width + (width % 2)
         self._stream.height = height + (height % 2)
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+        options = {"crf": str(self.crf), "preset": self.preset}
+        if self._stream.width * self._stream.height < 64 * 64:
+            # libx264's macroblock-tree lookahead is not deterministic on frames of a few macroblocks (e.g.
+            # 32x32: the same frames encoded twice decode differently); it buys nothing at such sizes.
+            options["x264-params"] = "mbtree=0"
+        self._stream.options = options
         self._size = (height, width)
 
     def write(self, frame: np.ndarray) -> None:
