@@ -34,10 +34,13 @@ def _text(statement: str) -> sa.TextClause:
 T = TypeVar("T")
 
 
+_ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def iso_now(offset_seconds: float = 0.0) -> str:
     """The seed's timestamp form: ISO-8601 UTC with microseconds and a Z (sorts as text)."""
     moment = datetime.now(timezone.utc) + timedelta(seconds=offset_seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime(_ISO)
 
 
 def normalise_db_url(url: str) -> str:
@@ -168,8 +171,14 @@ class TaskStore:
         self.engine.dispose()
 
     def _times(self, *, lease_seconds: float = 0.0, delay_seconds: float = 0.0) -> dict[str, Any]:
-        return {"now": iso_now(), "lease_until": iso_now(lease_seconds), "lease_seconds": lease_seconds,
-                "not_before_at": iso_now(delay_seconds), "delay_seconds": delay_seconds}
+        """Time parameters for a statement (SQLite uses the ISO texts; PostgreSQL the seconds)."""
+        times: dict[str, Any] = {"lease_seconds": lease_seconds, "delay_seconds": delay_seconds}
+        if self.is_sqlite:
+            now = datetime.now(timezone.utc)
+            times["now"] = now.strftime(_ISO)
+            times["lease_until"] = (now + timedelta(seconds=lease_seconds)).strftime(_ISO)
+            times["not_before_at"] = (now + timedelta(seconds=delay_seconds)).strftime(_ISO)
+        return times
 
     def _json(self, value: Any) -> str | None:
         return None if value is None else json.dumps(value)
