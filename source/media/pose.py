@@ -7,6 +7,7 @@ per process: IMAGE mode for stills, VIDEO mode (tracking between frames) for vid
 
 from __future__ import annotations
 
+import atexit
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,15 @@ class PoseDetector:
 
 _detectors: dict[tuple[str, bool], PoseDetector] = {}
 _detectors_lock = threading.Lock()
+
+
+@atexit.register
+def _close_detectors() -> None:
+    """Close warm landmarkers before the interpreter tears MediaPipe down (its __del__ fails late)."""
+    with _detectors_lock:
+        for det in _detectors.values():
+            det.close()
+        _detectors.clear()
 
 
 def get_pose_detector(*, video: bool = False, model_path: Path | None = None) -> PoseDetector:
