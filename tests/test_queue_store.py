@@ -385,6 +385,8 @@ def test_claim_plan_stays_index_driven_with_100k_finished_rows(store):
             for line in plan.splitlines():
                 if line.strip().startswith("SCAN"):
                     assert "USING" in line and "INDEX" in line, plan
+            # walks the ready index in claim order: no sort of all Queued rows per claim
+            assert "idx_tasks_ready" in plan and "TEMP B-TREE" not in plan, plan
         else:
             plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql), params))
             assert "Seq Scan on tasks" not in plan, plan

@@ -181,7 +181,9 @@ SQLITE = Dialect(
     add_column="ALTER TABLE tasks ADD COLUMN {name} {ddl}",
     claim_template=(
         "UPDATE tasks SET " + _CLAIM_SET.format(now=":now", lease_until=":lease_until")
-        + " WHERE status = 'Queued' AND id = (SELECT t.id FROM tasks t LEFT JOIN tasks p ON p.id = t.dependant_on"
+        # INDEXED BY: left alone, SQLite's planner picks idx_status_created and sorts every Queued row
+        + " WHERE status = 'Queued' AND id = (SELECT t.id FROM tasks t INDEXED BY idx_tasks_ready"
+        " LEFT JOIN tasks p ON p.id = t.dependant_on"
         " WHERE " + _READY_WHERE.format(now=":now")
         + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) RETURNING *"
     ),
