@@ -139,7 +139,9 @@ class TaskStore:
         # Transaction poolers (Supabase port 6543, pgbouncer) cannot keep prepared statements.
         if ":6543" in self.url or os.environ.get("HEADLESS_PG_NO_PREPARE") == "1":
             connect_args["prepare_threshold"] = None
-        return sa.create_engine(self.url, echo=echo, pool_pre_ping=True, pool_size=4, max_overflow=4,
+        # No pre-ping (a round trip per transaction): a dropped connection fails its statement, SQLAlchemy
+        # discards the pool, and run() retries on a fresh one.
+        return sa.create_engine(self.url, echo=echo, pool_size=4, max_overflow=4,
                                 connect_args=connect_args)
 
     def begin(self):
