@@ -297,6 +297,27 @@ def test_different_perspective_depth_through_the_queue(e2e, tiny_models):
     e2e.assert_nothing_left()
 
 
+def test_different_perspective_pose_with_a_target_photo_through_the_queue(e2e, tiny_models):
+    """The whole pose DAG for real: input pose, target pose of a reference photo (a mirrored, cropped
+    astronaut: a person in another posture), interpolated skeleton guide, VACE generation."""
+    target = e2e.inputs / "target.png"
+    Image.fromarray(np.ascontiguousarray(np.asarray(Image.open(ASTRONAUT).convert("RGB"))[:, ::-1][8:, 12:])).save(target)
+    orch = e2e.add("different_perspective_orchestrator",
+                   {**DP, "input_image_path": str(ASTRONAUT), "perspective_type": "pose",
+                    "target_image_path": str(target)})
+    e2e.drain()
+    row = e2e.complete(orch)
+    ids = {k: child_task_id(orch, k) for k in ("input_pose", "target_pose", "final")}
+    assert {c["id"] for c in e2e.store.list_tasks(parent_task_id=orch)} == set(ids.values())
+    for tid in ids.values():
+        e2e.complete(tid)
+    assert row["output_location"] == e2e.row(ids["final"])["output_location"]
+    assert e2e.png(row["output_location"]).shape == (48, 64, 3)
+    guide = probe_video(e2e.path(row["result"]["guide_location"]))
+    assert (guide.frames, guide.width, guide.height) == (5, 64, 48)
+    e2e.assert_nothing_left()
+
+
 def test_different_perspective_failures_name_the_step(e2e, tiny_models):
     missing = e2e.add("different_perspective_orchestrator",
                       {**DP, "input_image_path": str(e2e.inputs / "gone.png"), "perspective_type": "depth"})

@@ -11,6 +11,9 @@ Re-poses the person (or re-shapes the scene) of `input_image_path` to match a ge
                              input image kept as frame 0; the last frame is the result PNG. It completes the
                              orchestrator.
 
+With `target_image_path` (a picture of the wanted perspective, e.g. a reference pose photo) the t2i step is
+skipped and the target pose/depth is taken from that picture.
+
 Child ids are deterministic (child_task_id(orchestrator id, key)), so re-running the orchestrator never
 duplicates them.
 """
@@ -82,6 +85,8 @@ class _Common(BaseModel):
 
 class DifferentPerspectiveParams(_Common):
     t2i_model: str = "t2v"
+    # A picture of the wanted perspective (e.g. a reference pose photo): used instead of generating one.
+    target_image_path: str | None = None
     output_video_frames: int = Field(16, ge=2, le=1025)
 
 
@@ -99,6 +104,8 @@ def handle_different_perspective(params: DifferentPerspectiveParams, ctx: TaskCo
         canonical_depth_model(params.depth_model)  # an unknown depth model fails now, not three tasks later
     # Validate the input now (readable image, sane size); children resolve it again themselves.
     image = load_image_rgb(ctx.resolve_input(params.input_image_path, kind="input image"))
+    if params.target_image_path:
+        load_image_rgb(ctx.resolve_input(params.target_image_path, kind="target image"))
     h, w = image.shape[:2]
     width, height = parse_resolution(params.resolution) if params.resolution else resolution_for_image(w, h)
     resolution = f"{width}x{height}"
@@ -126,16 +133,22 @@ def handle_different_perspective(params: DifferentPerspectiveParams, ctx: TaskCo
         "use_mask_for_first_frame": params.use_mask_for_first_frame,
         "input_guide_task_id": child_task_id(ctx.task_id, input_key),
         "target_guide_task_id": child_task_id(ctx.task_id, target_key),
-        "target_image_task_id": child_task_id(ctx.task_id, "t2i"),
+        "target_image_task_id": None if params.target_image_path else child_task_id(ctx.task_id, "t2i"),
         "orchestrator_task_id": ctx.task_id, **speed,
     }
     if params.depth_model:
         final["depth_model"] = params.depth_model
+    if params.target_image_path:
+        target_children = [ChildTask(target_key, guide_type, guide_params(input_image_path=params.target_image_path))]
+    else:
+        target_children = [
+            ChildTask("t2i", "single_image", t2i),
+            ChildTask(target_key, guide_type, guide_params(input_image_task_id=child_task_id(ctx.task_id, "t2i")),
+                      depends_on=["t2i"]),
+        ]
     children = [
         ChildTask(input_key, guide_type, guide_params(input_image_path=params.input_image_path)),
-        ChildTask("t2i", "single_image", t2i),
-        ChildTask(target_key, guide_type, guide_params(input_image_task_id=child_task_id(ctx.task_id, "t2i")),
-                  depends_on=["t2i"]),
+        *target_children,
         ChildTask("final", "dp_final_gen", final, depends_on=[input_key, target_key], completes_parent=True),
     ]
     return HandlerResult(children=children, result={
