@@ -9,6 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from source.store import sql
 from source.store.task_store import StoreError, TaskStore, normalise_db_url
 from source.task_context import ChildTask, child_task_id
 from tests.table_fill import insert_finished_rows
@@ -388,10 +389,87 @@ def test_claim_plan_stays_index_driven_with_100k_finished_rows(store):
             # walks the ready index in claim order: no sort of all Queued rows per claim
             assert "idx_tasks_ready" in plan and "TEMP B-TREE" not in plan, plan
         else:
-            plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql), params))
+            plan = pg_claim_plan(conn)
             assert "Seq Scan on tasks" not in plan, plan
             assert "SubPlan" not in plan or "hashed" not in plan, plan
-            assert "idx_tasks_ready" in plan, plan
+            assert "idx_tasks_ready" in plan and "Sort" not in plan, plan
     started = time.perf_counter()
     claim = store.claim("w", 30)
     assert claim is not None and (time.perf_counter() - started) < 1.0
+
+
+def pg_claim_plan(conn) -> str:
+    """EXPLAIN of the statement inside headless_claim(), under the planner settings the function
+    carries (read back from the catalog, so the test sees what the server runs)."""
+    settings = conn.execute(sa.text("SELECT proconfig FROM pg_proc WHERE proname = 'headless_claim'")).scalar()
+    assert settings, "headless_claim should carry its planner settings"
+    for setting in settings:  # SET LOCAL: for this transaction only, rolled back below
+        name, value = setting.split("=", 1)
+        conn.execute(sa.text(f"SET LOCAL {name} = {value}"))
+    statement = sql.pg_claim_statement(":worker", "CAST(:lease_seconds AS double precision)", "CAST(:types AS text[])")
+    rows = conn.execute(sa.text("EXPLAIN " + statement), {"worker": "w", "lease_seconds": 60, "types": None})
+    plan = "\n".join(r[0] for r in rows)
+    conn.rollback()
+    return plan
+
+
+@pytest.mark.parametrize("statistics", ["never analyzed", "analyzed while nothing was queued"])
+def test_pg_claim_stays_index_driven_with_misleading_statistics(pg_url, statistics):
+    """A burst of 3,000 queued tasks into a table whose statistics say few rows are Queued: the claim
+    must walk idx_tasks_ready in claim order once (no sort of every Queued row) and update the row it
+    found through the primary key (not by walking the Queued rows again)."""
+    store = TaskStore(pg_url)
+    if statistics != "never analyzed":
+        insert_finished_rows(store, 5_000)  # ends with VACUUM ANALYZE: 0 Queued rows in the statistics
+    ids = store.add_tasks([dict(task_type="noop", params={}, priority=i % 3) for i in range(3_000)])
+    with store.engine.connect() as conn:
+        plan = pg_claim_plan(conn)
+    assert "Index Scan using idx_tasks_ready" in plan and "Sort" not in plan, plan
+    assert plan.count("idx_tasks_ready") == 1 and "Index Scan using tasks_pkey on tasks" in plan, plan
+    expected = sorted(range(3_000), key=lambda i: (-(i % 3), i))[:20]
+    assert [claim_one(store).id for _ in range(20)] == [ids[i] for i in expected]
+    store.close()
+
+
+def test_complete_and_claim_finishes_one_task_and_takes_the_next(store):
+    root = store.add_task("noop", {})
+    child = store.add_task("noop", {}, depends_on=[root])
+    first = claim_one(store, "W")
+    assert store.claim("X", 30) is None  # the child waits for its parent
+    done, nxt = store.complete_and_claim(first, "out/root.mp4", {"k": 1}, worker_id="W", lease_seconds=30)
+    assert done is True and nxt is not None and nxt.id == child and nxt.attempt == 1
+    assert store.get(root)["status"] == "Complete" and store.get(root)["output_location"] == "out/root.mp4"
+    assert (store.get(child)["status"], store.get(child)["worker_id"]) == ("In Progress", "W")
+    # a stale completion changes nothing, and the empty queue gives no claim
+    assert store.complete_and_claim(first, "late", None, worker_id="W", lease_seconds=30) == (False, None)
+    assert store.get(root)["output_location"] == "out/root.mp4"
+    assert store.complete_and_claim(nxt, None, None, worker_id="W", lease_seconds=30) == (True, None)
+    assert store.count_by_status() == {"Complete": 2}
+
+
+def test_complete_and_claim_completes_the_orchestrator_when_the_child_does(store):
+    orchestrator = store.add_task("travel_orchestrator", {})
+    claim = claim_one(store)
+    assert store.spawn_children(claim, [ChildTask(key="final", task_type="noop", params={},
+                                                  completes_parent=True)])
+    final = claim_one(store, "W")
+    done, nxt = store.complete_and_claim(final, "files/final.mp4", None, worker_id="W", lease_seconds=30)
+    assert done and nxt is None
+    row = store.get(orchestrator)
+    assert (row["status"], row["output_location"]) == ("Complete", "files/final.mp4")
+
+
+def test_the_hot_path_reconnects_after_the_server_drops_its_connection(pg_url):
+    store = TaskStore(pg_url)
+    first, second = store.add_tasks([dict(task_type="noop", params={}) for _ in range(2)])
+    claim = claim_one(store, "W")  # opens the worker's driver connection
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        killed = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                      " WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    assert killed >= 1
+    with pytest.raises(sa.exc.OperationalError):  # the class TaskStore.run retries
+        store.complete(claim, None)
+    assert store.run(lambda: store.complete(claim, None), retry_for=10) is True
+    assert claim_one(store, "W").id == second
+    assert store.get(first)["status"] == "Complete"
+    store.close()

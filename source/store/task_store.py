@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from source.store import sql as q
+from source.store.driver_connection import DriverConnections
 from source.store.sql import CANCELLED, COMPLETE, FAILED, IN_PROGRESS, QUEUED, TERMINAL
 from source.task_context import ChildTask, child_task_id
 
@@ -37,10 +38,14 @@ T = TypeVar("T")
 _ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
+def _iso(moment: datetime) -> str:
+    """A UTC datetime in the seed's form (isoformat: several times cheaper than strftime, same text)."""
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
 def iso_now(offset_seconds: float = 0.0) -> str:
     """The seed's timestamp form: ISO-8601 UTC with microseconds and a Z (sorts as text)."""
-    moment = datetime.now(timezone.utc) + timedelta(seconds=offset_seconds)
-    return moment.strftime(_ISO)
+    return _iso(datetime.now(timezone.utc) + timedelta(seconds=offset_seconds))
 
 
 def normalise_db_url(url: str) -> str:
@@ -113,6 +118,7 @@ class TaskStore:
         self.sql = q.Statements(self.dialect)
         self.is_sqlite = self.dialect.name == "sqlite"
         self.engine = self._make_engine(echo)
+        self._driver = DriverConnections(self.engine)  # claim, heartbeat and complete skip SQLAlchemy
         self.ensure_schema(lease_seconds_for_migrated)
 
     # ------------------------------------------------------------------ connections
@@ -170,6 +176,7 @@ class TaskStore:
                 delay = min(delay * 2, 10.0)
 
     def close(self) -> None:
+        self._driver.close()
         self.engine.dispose()
 
     def _times(self, *, lease_seconds: float = 0.0, delay_seconds: float = 0.0) -> dict[str, Any]:
@@ -177,9 +184,9 @@ class TaskStore:
         times: dict[str, Any] = {"lease_seconds": lease_seconds, "delay_seconds": delay_seconds}
         if self.is_sqlite:
             now = datetime.now(timezone.utc)
-            times["now"] = now.strftime(_ISO)
-            times["lease_until"] = (now + timedelta(seconds=lease_seconds)).strftime(_ISO)
-            times["not_before_at"] = (now + timedelta(seconds=delay_seconds)).strftime(_ISO)
+            times["now"] = _iso(now)
+            times["lease_until"] = _iso(now + timedelta(seconds=lease_seconds)) if lease_seconds else times["now"]
+            times["not_before_at"] = _iso(now + timedelta(seconds=delay_seconds)) if delay_seconds else times["now"]
         return times
 
     def _json(self, value: Any) -> str | None:
@@ -304,29 +311,57 @@ class TaskStore:
     def claim(self, worker_id: str, lease_seconds: float, task_types: Sequence[str] | None = None) -> Claim | None:
         """Atomically take the best ready task: Queued, not-before passed, every parent Complete,
         highest priority first, then oldest."""
+        rows = self._driver.write(*self._claim_statement(worker_id, lease_seconds, task_types))
+        return Claim(dict(zip(q.CLAIM_COLUMNS, rows[0]))) if rows else None
+
+    def _claim_statement(self, worker_id: str, lease_seconds: float,
+                         task_types: Sequence[str] | None) -> tuple[str, dict[str, Any]]:
         types = list(task_types or [])
-        params = {"worker": worker_id, **self._times(lease_seconds=lease_seconds)}
+        params = {"worker": worker_id, **self._times(lease_seconds=lease_seconds), "types": types or None}
         params.update({f"type{i}": t for i, t in enumerate(types)})
-        statement = _text(self.sql.claim_sql(len(types)))
-        with self.begin() as conn:
-            row = conn.execute(statement, params).mappings().first()
-        return Claim(dict(row)) if row else None
+        return self.sql.claim_sql(len(types)), params
+
+    def complete_and_claim(self, claim: Claim, output_location: str | None, result: dict | None, *,
+                           worker_id: str, lease_seconds: float,
+                           task_types: Sequence[str] | None = None) -> tuple[bool, Claim | None]:
+        """Complete `claim` (as complete()) and claim the next ready task. Returns (completed, next claim).
+
+        SQLite: both in one write transaction, so a busy worker takes the database's one write lock once
+        per task instead of twice. PostgreSQL: two single-statement round trips (a transaction around
+        them would add two more); if the claim then hits a connection problem, no claim is returned and
+        the worker's loop claims again, so the completion is never repeated."""
+        if not self.is_sqlite or claim.row.get("completes_parent", 1) != 0:
+            completed = self.complete(claim, output_location, result)
+            try:
+                return completed, self.claim(worker_id, lease_seconds, task_types)
+            except Exception as exc:
+                if _is_connection_problem(exc):
+                    return completed, None
+                raise
+        done, claimed = self._driver.write_sqlite_batch([
+            (self.sql.complete, self._complete_params(claim, output_location, result)),
+            self._claim_statement(worker_id, lease_seconds, task_types)])
+        return bool(done), Claim(dict(zip(q.CLAIM_COLUMNS, claimed[0]))) if claimed else None
+
+    def _complete_params(self, claim: Claim, output_location: str | None, result: dict | None) -> dict[str, Any]:
+        return {**claim.guard(), **self._times(), "output_location": output_location, "result": self._json(result)}
 
     def heartbeat(self, claim: Claim, lease_seconds: float, progress: float | None = None,
                   message: str | None = None) -> tuple[bool, bool]:
         """Renew the lease and write progress. Returns (still ours, cancel requested)."""
         params = {**claim.guard(), **self._times(lease_seconds=lease_seconds), "progress": progress,
                   "message": message}
-        with self.begin() as conn:
-            row = conn.execute(_text(self.sql.heartbeat), params).first()
-        if row is None:
+        rows = self._driver.write(self.sql.heartbeat, params)
+        if not rows:
             return False, False
-        return True, bool(row[0])
+        return True, bool(rows[0][0])
 
     # ------------------------------------------------------------------ ending a claimed task
     def complete(self, claim: Claim, output_location: str | None, result: dict | None = None) -> bool:
         """Complete (guarded). When the task completes its orchestrator, the orchestrator completes too."""
-        params = {**claim.guard(), **self._times(), "output_location": output_location, "result": self._json(result)}
+        params = self._complete_params(claim, output_location, result)
+        if claim.row.get("completes_parent", 1) == 0:  # the common case: one statement, one round trip
+            return bool(self._driver.write(self.sql.complete, params))
         with self.begin() as conn:
             row = conn.execute(_text(self.sql.complete), params).first()
             if row is None:
