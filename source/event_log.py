@@ -6,6 +6,7 @@ Secrets never reach the log: values of secret-looking keys are masked, and passw
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -19,13 +20,23 @@ _SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|authorizatio
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
 
 
+_PLAIN = (int, float, bool, type(None))  # nothing to mask inside these
+_ENCODER = json.JSONEncoder(default=str)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEYS.search(key) is not None
+
+
 def redact(value: Any, key: str = "") -> Any:
-    if key and _SECRET_KEYS.search(key):
+    if key and _is_secret_key(key):
         return "***"
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\1***@", value)
+        return _URL_PASSWORD.sub(r"\1***@", value) if "@" in value else value  # no "@", no URL password
     if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {k: v if type(v) in _PLAIN and not _is_secret_key(str(k)) else redact(v, str(k))
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
@@ -43,10 +54,11 @@ class EventLog:
             self._file = open(Path(log_dir) / f"worker-{safe}.jsonl", "a", encoding="utf-8", buffering=1)
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"ts": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "event": event,
-                  "worker_id": self.worker_id}
+        # isoformat is several times cheaper than strftime; same text: 2025-07-01T10:00:00.000000Z
+        stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+        record = {"ts": stamp, "event": event, "worker_id": self.worker_id}
         record.update(redact(fields))
-        line = json.dumps(record, default=str)
+        line = _ENCODER.encode(record)
         with self._lock:
             try:
                 self.stream.write(line + "\n")

@@ -62,7 +62,9 @@ class Storage:
         return d
 
     def remove_work_dir(self, task_id: str) -> None:
-        shutil.rmtree(self.files_dir / ".work" / safe_name(task_id), ignore_errors=True)
+        path = os.path.join(self.files_dir, ".work", safe_name(task_id))
+        if os.path.lexists(path):  # most tasks never made one: skip rmtree's own work
+            shutil.rmtree(path, ignore_errors=True)
 
     def output_path(self, task_id: str, suffix: str, stem: str | None = None) -> Path:
         """A final path unique to the task: `<stem>_<task id><suffix>` inside the files dir."""

@@ -65,7 +65,7 @@ class TaskRun:
         self.timed_out = False
         self.lease_lost = False
         self.hand_back = False
-        self.done = threading.Event()
+        self.done = False  # the handler returned or raised (read by the heartbeat thread)
 
     def should_stop(self) -> bool:
         return self.cancel_requested or self.timed_out or self.lease_lost or self.hand_back
@@ -80,6 +80,7 @@ class Worker:
         self.stop_event = threading.Event()
         self.shutdown_started: float | None = None
         self.current: TaskRun | None = None
+        self.next_claim: Claim | None = None  # claimed together with the previous task's completion
         self.tasks_done = 0
         self.exit_code = 0
         self._last_maintenance = 0.0
@@ -106,8 +107,10 @@ class Worker:
                     reason = "max_tasks"
                     break
                 self._maintenance()
-                claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
-                                 "claim")
+                claim, self.next_claim = self.next_claim, None
+                if claim is None:
+                    claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
+                                     "claim")
                 if claim is None:
                     if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work"):
                         reason = "idle"
@@ -119,6 +122,11 @@ class Worker:
             else:
                 reason = "signal"
         finally:
+            if self.next_claim is not None:  # claimed along with the last completion, never started
+                claim, self.next_claim = self.next_claim, None
+                ok = self._db(lambda: self.store.hand_back(claim), "hand back", retry_for=5)
+                self.log.emit("task_handed_back", task_id=claim.id, attempt=claim.attempt, ok=ok,
+                              reason="the worker stopped before starting it")
             self._finished.set()
             heartbeat.join(timeout=5)
             self._db(lambda: self.store.worker_seen(cfg.worker_id, None, "stopped"), "worker stopped", retry_for=5)
@@ -192,18 +200,18 @@ class Worker:
             result = run_handler(claim.task_type, params, ctx)
             if isinstance(result.result, dict) and result.result.get("keep_intermediates"):
                 keep_work = True
-            run.done.set()
+            run.done = True
             self._finish_ok(claim, run, result)
         except TaskCancelled:
-            run.done.set()
+            run.done = True
             self._finish_stopped(claim, run)
         except InvalidInput as exc:
-            run.done.set()
+            run.done = True
             self._finish_failed(claim, str(exc))
         except FatalWorkerError as exc:
             # Hand the task to a healthy worker, but count the attempt: a task that poisons every worker
             # it touches must end Failed, not loop through restarts forever.
-            run.done.set()
+            run.done = True
             message = f"worker {cfg.worker_id} hit a fatal fault: {exc}"
             if claim.attempt >= int(row.get("max_attempts") or 1):
                 handed = False
@@ -214,7 +222,7 @@ class Worker:
             self.exit_code = 3
             self.stop_event.set()
         except Exception as exc:  # everything else: retry with backoff until max_attempts
-            run.done.set()
+            run.done = True
             if run.should_stop():
                 self._finish_stopped(claim, run)
             else:
@@ -223,7 +231,7 @@ class Worker:
                               traceback=traceback.format_exc(limit=8)[-4000:], transient=_is_transient(exc))
                 self._finish_retry(claim, detail)
         finally:
-            run.done.set()
+            run.done = True
             self.current = None
             if not keep_work:
                 self.storage.remove_work_dir(claim.id)
@@ -238,7 +246,15 @@ class Worker:
             event = "task_waiting_for_children" if ok else "stale_update_ignored"
             self.log.emit(event, task_id=claim.id, attempt=claim.attempt, children=len(result.children))
             return
-        ok = self._db(lambda: self.store.complete(claim, result.output_location, result.result), "complete")
+        cfg = self.config
+        # A worker that goes on claims its next task in the same call (on SQLite, the same transaction).
+        goes_on = not self.stop_event.is_set() and (cfg.max_tasks is None or self.tasks_done + 1 < cfg.max_tasks)
+        if goes_on:
+            ok, self.next_claim = self._db(lambda: self.store.complete_and_claim(
+                claim, result.output_location, result.result, worker_id=cfg.worker_id,
+                lease_seconds=cfg.lease_seconds, task_types=cfg.task_types), "complete")
+        else:
+            ok = self._db(lambda: self.store.complete(claim, result.output_location, result.result), "complete")
         if ok:
             self.log.emit("task_completed", task_id=claim.id, task_type=claim.task_type, attempt=claim.attempt,
                           output_location=result.output_location,
@@ -289,7 +305,7 @@ class Worker:
         while not self._finished.wait(0.25):
             run = self.current
             now = time.monotonic()
-            task_id = run.claim.id if run is not None and not run.done.is_set() else None
+            task_id = run.claim.id if run is not None and not run.done else None
             if task_id != seen_task and now - seen_at >= 1.0:  # the workers table: what this worker is doing
                 try:
                     self.store.worker_seen(cfg.worker_id, task_id, "running" if task_id else "idle")
@@ -316,7 +332,7 @@ class Worker:
                 self.log.emit("heartbeat_failed", task_id=task_id, error=f"{type(exc).__name__}: {exc}"[:300])
                 continue
             last_write = {task_id: now}
-            if not ok and not run.done.is_set():
+            if not ok and not run.done:
                 run.lease_lost = True
                 self.log.emit("lease_lost", task_id=task_id, attempt=run.claim.attempt)
             elif cancel and not run.cancel_requested:
@@ -338,12 +354,14 @@ class Worker:
             return
         # A second signal: hand the task back (quickly, best effort) and exit at once.
         run = self.current
-        handed = False
-        if run is not None and not run.done.is_set():
+        held = ([run.claim] if run is not None and not run.done else []) + ([self.next_claim] if self.next_claim else [])
+        handed = []
+        for claim in held:
             try:
-                handed = self.store.hand_back(run.claim)
+                if self.store.hand_back(claim):
+                    handed.append(claim.id)
             except Exception:
-                handed = False
-        self.log.emit("worker_stopped", reason="second signal", handed_back=run.claim.id if handed else None)
+                pass
+        self.log.emit("worker_stopped", reason="second signal", handed_back=handed)
         os._exit(130)
 

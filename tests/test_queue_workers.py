@@ -4,6 +4,7 @@ zombies, cancellation, timeouts, retries with backoff, database restarts, logs a
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import signal
@@ -99,6 +100,56 @@ def test_second_signal_exits_at_once_and_hands_back(db_url, tmp_path):
     assert w.wait(10) != 0
     assert time.monotonic() - t0 < 5
     assert store.get(tid)["status"] == "Queued"
+    store.close()
+
+
+def test_sigterm_while_draining_short_tasks_loses_nothing(db_url, tmp_path):
+    """A busy worker claims its next task together with each completion; stopping between the two
+    must hand that task back unspent."""
+    store = TaskStore(db_url)
+    ids = store.add_tasks([dict(task_type="noop", params={"seconds": 0.01}) for _ in range(400)])
+    w = start(db_url, tmp_path, "A")
+    wait_until(lambda: len(w.events("task_completed")) >= 20, timeout=60, what="some completions")
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0, w.stderr_tail()
+    rows = [store.get(t) for t in ids]
+    done = {r["id"] for r in rows if r["status"] == "Complete"}
+    assert done == {e["task_id"] for e in w.events("task_completed")}
+    rest = [r for r in rows if r["id"] not in done]
+    assert rest, "the worker should have stopped before the queue was empty"
+    assert all(r["status"] == "Queued" and r["attempts"] == 0 and r["worker_id"] is None for r in rest), \
+        [r for r in rest if r["status"] != "Queued" or r["attempts"]][:3]
+    store.close()
+
+
+def test_a_claim_taken_with_the_last_completion_is_handed_back_when_stopping(db_url, tmp_path):
+    """In process, to hit the exact moment: the worker is told to stop right after it completed one
+    task and claimed the next in the same call."""
+    from source.event_log import EventLog
+    from source.storage import Storage
+    from source.worker import Worker, WorkerConfig
+
+    store = TaskStore(db_url)
+    first, second = store.add_tasks([dict(task_type="noop", params={}) for _ in range(2)])
+    log_stream = io.StringIO()
+    worker = Worker(store, Storage(tmp_path / "files"), WorkerConfig(worker_id="W", poll_interval=0.1),
+                    EventLog("W", stream=log_stream))
+    complete_and_claim = store.complete_and_claim
+
+    def then_stop(*args, **kwargs):
+        result = complete_and_claim(*args, **kwargs)
+        worker.stop_event.set()
+        return result
+
+    store.complete_and_claim = then_stop
+    assert worker.run() == 0
+    events = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    assert store.get(first)["status"] == "Complete"
+    row = store.get(second)
+    assert (row["status"], row["attempts"], row["worker_id"]) == ("Queued", 0, None)
+    handed = [e for e in events if e["event"] == "task_handed_back"]
+    assert [(e["task_id"], e["ok"]) for e in handed] == [(second, True)]
+    assert [e["task_id"] for e in events if e["event"] == "task_claimed"] == [first]
     store.close()
 
 
