@@ -21,7 +21,6 @@ connection problems by those classes).
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import os
 import threading
@@ -29,6 +28,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's own busy handling only
+    fcntl = None
 
 
 class DriverConnections:
@@ -40,7 +44,8 @@ class DriverConnections:
         self._lock = threading.Lock()
         self._lock_fds: list[int] = []
         database = engine.url.database if self.is_sqlite else None
-        self._lock_path = f"{database}-writers" if database and database != ":memory:" else None
+        self._lock_path = (f"{database}-writers" if fcntl is not None and database and database != ":memory:"
+                           else None)
 
     @functools.lru_cache(maxsize=64)
     def _driver_sql(self, statement: str) -> str:
