@@ -146,20 +146,26 @@ def pickup_latency(url: str, workdir: Path, samples: int, *args: str) -> dict:
             "samples": samples}
 
 
-def claim_time(url: str, finished_rows: int, samples: int = 200) -> float:
-    """Median ms of one claim with `finished_rows` Complete rows in the table."""
-    store = TaskStore(url)
-    insert_finished_rows(store, finished_rows)
-    store.add_tasks([dict(task_type="noop", params={}, depends_on=[f"done-{i + 1}"] if i % 2 else [])
-                     for i in range(samples)])
-    times = []
+def claim_times(small_url: str, big_url: str, samples: int = 400) -> tuple[float, float]:
+    """Median ms of one claim with 1k and with 100k Complete rows in the table. The two tables are
+    claimed from alternately, so a change in the machine's speed during the run hits both alike."""
+    stores = []
+    for url, finished in ((small_url, 1_000), (big_url, 100_000)):
+        store = TaskStore(url)
+        insert_finished_rows(store, finished)
+        store.add_tasks([dict(task_type="noop", params={}, depends_on=[f"done-{i + 1}"] if i % 2 else [])
+                         for i in range(samples)])
+        stores.append(store)
+    times: list[list[float]] = [[], []]
     for _ in range(samples):
-        t0 = time.perf_counter()
-        claim = store.claim("bench", 60)
-        times.append((time.perf_counter() - t0) * 1000)
-        store.complete(claim, None)
-    store.close()
-    return statistics.median(times)
+        for store, out in zip(stores, times):
+            t0 = time.perf_counter()
+            claim = store.claim("bench", 60)
+            out.append((time.perf_counter() - t0) * 1000)
+            store.complete(claim, None)
+    for store in stores:
+        store.close()
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
@@ -192,7 +198,7 @@ def main() -> None:
                     rows[f"{k}_workers"] = {"worker": round(ours, 1), "bare_sql_loop": round(bare, 1),
                                             "ratio": round(ours / bare, 3)}
                 out["throughput_tasks_per_s"][backend] = rows
-                one_k, hundred_k = claim_time(fresh(backend), 1_000), claim_time(fresh(backend), 100_000)
+                one_k, hundred_k = claim_times(fresh(backend), fresh(backend))
                 out["claim_ms"][backend] = {"1k_finished": round(one_k, 3), "100k_finished": round(hundred_k, 3),
                                             "ratio_100k_to_1k": round(hundred_k / one_k, 3)}
             s = args.latency_samples
