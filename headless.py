@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO))
 
 from source.event_log import EventLog  # noqa: E402
 from source.storage import Storage  # noqa: E402
+from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig  # noqa: E402
 from source.store.task_store import TaskStore, redact_url  # noqa: E402
 from source.worker import Worker, WorkerConfig  # noqa: E402
 
@@ -44,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-root", type=Path, action="append", default=[],
                    help="a folder task params may read files from (repeatable; also $HEADLESS_INPUT_ROOTS)")
     p.add_argument("--keep-work-dirs", action="store_true", help="keep each task's scratch folder")
+    p.add_argument("--supabase-url", default=None,
+                   help="publish outputs to this Supabase project's Storage; output_location becomes the public "
+                        "URL (default $SUPABASE_URL; needed when several machines share one database)")
+    p.add_argument("--supabase-key", default=None,
+                   help="Supabase key (prefer $SUPABASE_SERVICE_ROLE_KEY: a flag is visible in `ps`)")
+    p.add_argument("--storage-bucket", default=None,
+                   help="Storage bucket for outputs (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
     return p.parse_args(argv)
 
 
@@ -74,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                  error=f"{type(exc).__name__}: {exc}"[:500])
         return 2
     storage = Storage.for_database(store.url, outputs_dir=args.output_dir, input_roots=input_roots(args))
-    worker = Worker(store, storage, config, log)
+    try:
+        publishing = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
+        publisher = SupabaseOutputs(publishing) if publishing else None
+    except Exception as exc:
+        log.emit("worker_stopped", reason="output storage misconfigured", error=f"{type(exc).__name__}: {exc}"[:500])
+        store.close()
+        return 2
+    worker = Worker(store, storage, config, log, publisher=publisher)
     worker.install_signal_handlers()
     try:
         return worker.run()

@@ -71,6 +71,13 @@ class Storage:
         name = f"{safe_name(stem)}_{safe_name(task_id)}" if stem else safe_name(task_id)
         return self.files_dir / f"{name}{suffix}"
 
+    def local_path(self, location: str) -> Path:
+        """The file behind an output_location this storage wrote (the inverse of location_for)."""
+        path = Path(location)
+        if not path.is_absolute() and self.location_base is not None:
+            path = self.location_base / path
+        return path.resolve()
+
     def location_for(self, path: Path) -> str:
         path = Path(path).resolve()
         if self.location_base is not None and path.is_relative_to(self.location_base):

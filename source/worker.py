@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from source import __version__
+from source.downloads import is_url
 from source.event_log import EventLog
 from source.handler_registry import run_handler
 from source.storage import Storage
@@ -72,9 +73,11 @@ class TaskRun:
 
 
 class Worker:
-    def __init__(self, store: TaskStore, storage: Storage, config: WorkerConfig, log: EventLog | None = None) -> None:
+    def __init__(self, store: TaskStore, storage: Storage, config: WorkerConfig, log: EventLog | None = None,
+                 publisher: Any = None) -> None:
         self.store = store
         self.storage = storage
+        self.publisher = publisher  # e.g. SupabaseOutputs: outputs become public URLs
         self.config = config
         self.log = log or EventLog(config.worker_id)
         self.stop_event = threading.Event()
@@ -97,7 +100,9 @@ class Worker:
         self.log.emit("worker_started", pid=os.getpid(), host=socket.gethostname(), version=__version__,
                       database=self.store.dialect.name, lease_seconds=cfg.lease_seconds,
                       poll_interval=cfg.poll_interval, task_types=cfg.task_types,
-                      listening=getattr(self.waker, "listening", self.store.is_sqlite and cfg.listen))
+                      listening=getattr(self.waker, "listening", self.store.is_sqlite and cfg.listen),
+                      outputs=self.storage.files_dir.as_posix() if self.publisher is None else
+                      getattr(self.publisher, "description", type(self.publisher).__name__))
         heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat")
         heartbeat.start()
         reason = "stopped"
@@ -198,6 +203,8 @@ class Worker:
         keep_work = cfg.keep_work_dirs
         try:
             result = run_handler(claim.task_type, params, ctx)
+            if self.publisher is not None and result.output_location and not result.children:
+                self._publish(claim, result)  # still under the renewed lease: uploads can take a while
             if isinstance(result.result, dict) and result.result.get("keep_intermediates"):
                 keep_work = True
             run.done = True
@@ -235,6 +242,20 @@ class Worker:
             self.current = None
             if not keep_work:
                 self.storage.remove_work_dir(claim.id)
+
+    def _publish(self, claim: Claim, result: HandlerResult) -> None:
+        """Upload the output (e.g. to Supabase Storage) and record its public URL instead of the local path."""
+        if is_url(result.output_location):
+            return
+        path = self.storage.local_path(result.output_location)
+        if not path.is_file():
+            raise InvalidInput(f"the handler's output {result.output_location} is not a file, so it cannot be "
+                               "published")
+        started = time.monotonic()
+        url = self.publisher.publish(path, claim.row.get("project_id"))
+        self.log.emit("output_published", task_id=claim.id, local=str(path), url=url, bytes=path.stat().st_size,
+                      seconds=round(time.monotonic() - started, 3))
+        result.output_location = url
 
     def _on_progress(self, run: TaskRun, fraction: float, message: str | None) -> None:
         run.progress = (fraction, message)

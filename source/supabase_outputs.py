@@ -1,0 +1,87 @@
+"""Publishing finished outputs to Supabase Storage, so `output_location` is a public URL.
+
+With many GPU machines on one database, a file written on one machine is not on the others: a travel
+stitch or an extract_frame running elsewhere could not read it, and neither could the app showing the
+result. The seed worker's Supabase mode uploaded outputs to a Storage bucket (`image_uploads` by default)
+and recorded the public URL; this does the same with supabase-py, and other tasks then fetch the URL
+through the bounded downloader like any other URL input.
+
+Object names are `<project_id or "system">/<file stem>-<first 12 hex of the content's SHA-256><suffix>`:
+content-addressed, so a regenerated task gets a new URL and nobody is served a stale cached copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from source.task_context import TransientError
+
+DEFAULT_BUCKET = "image_uploads"  # the seed's SUPABASE_VIDEO_BUCKET default
+
+
+@dataclass(frozen=True)
+class SupabaseStorageConfig:
+    url: str
+    key: str
+    bucket: str = DEFAULT_BUCKET
+    timeout_s: float = 300.0
+
+    @classmethod
+    def from_environment(cls, url: str | None = None, key: str | None = None,
+                         bucket: str | None = None) -> "SupabaseStorageConfig | None":
+        """Flags first, then the seed's environment names. None when no Supabase URL is configured."""
+        url = url or os.environ.get("SUPABASE_URL")
+        if not url:
+            return None
+        key = key or next((os.environ[k] for k in ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY",
+                                                   "SUPABASE_ANON_KEY", "SUPABASE_KEY") if os.environ.get(k)), None)
+        if not key:
+            raise ValueError("a Supabase URL is set but no key: pass --supabase-key or set "
+                             "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY / SUPABASE_ANON_KEY)")
+        bucket = bucket or os.environ.get("SUPABASE_VIDEO_BUCKET") or DEFAULT_BUCKET
+        return cls(url=url.rstrip("/"), key=key, bucket=bucket)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class SupabaseOutputs:
+    def __init__(self, config: SupabaseStorageConfig) -> None:
+        from supabase import ClientOptions, create_client  # only workers that publish import it
+
+        self.config = config
+        self.description = f"Supabase Storage bucket {config.bucket!r} at {config.url}"
+        options = ClientOptions(storage_client_timeout=int(config.timeout_s), auto_refresh_token=False,
+                                persist_session=False)
+        self._bucket = create_client(config.url, config.key, options=options).storage.from_(config.bucket)
+
+    def object_name(self, path: Path, project_id: str | None) -> str:
+        folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in (project_id or "system")) or "system"
+        return f"{folder}/{path.stem}-{_sha256_of(path)[:12]}{path.suffix.lower()}"
+
+    def publish(self, path: Path, project_id: str | None = None) -> str:
+        """Upload one file (overwriting an earlier upload of the same content) and return its public URL.
+        A refused or failed upload raises TransientError: the file is fine, so the task is retried."""
+        from storage3.exceptions import StorageApiError
+
+        name = self.object_name(path, project_id)
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        try:
+            with open(path, "rb") as f:
+                self._bucket.upload(name, f, {"content-type": content_type, "upsert": "true"})
+        except StorageApiError as exc:
+            raise TransientError(f"Supabase Storage refused the upload of {path.name} to bucket "
+                                 f"{self.config.bucket!r}: {exc}") from exc
+        except Exception as exc:  # network: httpx errors, timeouts
+            raise TransientError(f"upload of {path.name} to Supabase Storage failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        return self._bucket.get_public_url(name)
