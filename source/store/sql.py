@@ -201,14 +201,18 @@ _PG_LEASE = "now() + make_interval(secs => CAST(:lease_seconds AS double precisi
 def pg_claim_statement(worker: str, lease_seconds: str, types: str) -> str:
     """The PostgreSQL claim, with SQL expressions for the worker id, the lease in seconds and the task
     types (a text[]; NULL means any type)."""
-    lease_until = f"now() + make_interval(secs => {lease_seconds})"
+    # The claim's own times use clock_timestamp(): inside the function the query takes a fresh snapshot,
+    # later than now() (the start of the caller's statement), so a child claimed the moment its parent
+    # completed would otherwise record a start before the parent's end.
+    lease_until = f"clock_timestamp() + make_interval(secs => {lease_seconds})"
     returning = ", ".join(f"tasks.{c}::{t}" for c, t in zip(CLAIM_COLUMNS, _PG_CLAIM_TYPES))
     return (
         "WITH candidate AS (SELECT t.id FROM tasks t LEFT JOIN tasks p ON p.id = t.dependant_on"
         " WHERE " + _READY_WHERE.format(now="now()").format(
             type_filter=f"AND ({types} IS NULL OR t.task_type = ANY({types}))")
         + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED)"
-        " UPDATE tasks SET " + _CLAIM_SET.format(now="now()", lease_until=lease_until).replace(":worker", worker)
+        " UPDATE tasks SET " + _CLAIM_SET.format(now="clock_timestamp()", lease_until=lease_until)
+        .replace(":worker", worker)
         # No status test out here: the candidate is row-locked and was re-checked as Queued when locked,
         # and a `status = 'Queued'` here lets the planner, misled by statistics that say few rows are
         # Queued, find the row by walking idx_tasks_ready instead of the primary key (O(queued) per claim).
