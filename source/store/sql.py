@@ -11,6 +11,7 @@ so a late or duplicate actor changes nothing.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 QUEUED, IN_PROGRESS, COMPLETE, FAILED, CANCELLED = "Queued", "In Progress", "Complete", "Failed", "Cancelled"
@@ -264,7 +265,7 @@ class Statements:
     def __init__(self, d: Dialect) -> None:
         now, lease_until, not_before_at = d.now, d.lease_until, d.not_before_at
         owned = "id = :id AND status = 'In Progress' AND worker_id = :worker AND attempts = :attempt"
-        self.claim_sql = d.claim_sql
+        self.claim_sql = functools.lru_cache(maxsize=16)(d.claim_sql)  # built once per type count
 
         self.heartbeat = (
             f"UPDATE tasks SET lease_expires_at = {lease_until}, heartbeat_at = {now}, updated_at = {now},"
