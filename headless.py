@@ -17,8 +17,8 @@ sys.path.insert(0, str(REPO))
 
 from source.event_log import EventLog  # noqa: E402
 from source.storage import Storage  # noqa: E402
-from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig  # noqa: E402
 from source.store.task_store import TaskStore, redact_url  # noqa: E402
+from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig  # noqa: E402
 from source.worker import Worker, WorkerConfig  # noqa: E402
 
 

@@ -32,10 +32,9 @@ log = logging.getLogger("headless.store")
 def _text(statement: str) -> sa.TextClause:
     """Parsed statements are reused: parsing the SQL text again on every call costs more than the claim."""
     return sa.text(statement)
+
+
 T = TypeVar("T")
-
-
-_ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _iso(moment: datetime) -> str:
@@ -94,6 +93,11 @@ class Claim:
 
     def guard(self) -> dict[str, Any]:
         return {"id": self.id, "worker": self.worker_id, "attempt": self.attempt}
+
+
+def _claim_from(rows: list[tuple]) -> Claim | None:
+    """The Claim of a claim statement's result rows (q.CLAIM_COLUMNS), or None when nothing was ready."""
+    return Claim(dict(zip(q.CLAIM_COLUMNS, rows[0]))) if rows else None
 
 
 def parse_params(raw: Any) -> Any:
@@ -312,7 +316,7 @@ class TaskStore:
         """Atomically take the best ready task: Queued, not-before passed, every parent Complete,
         highest priority first, then oldest."""
         rows = self._driver.write(*self._claim_statement(worker_id, lease_seconds, task_types))
-        return Claim(dict(zip(q.CLAIM_COLUMNS, rows[0]))) if rows else None
+        return _claim_from(rows)
 
     def _claim_statement(self, worker_id: str, lease_seconds: float,
                          task_types: Sequence[str] | None) -> tuple[str, dict[str, Any]]:
@@ -341,7 +345,7 @@ class TaskStore:
         done, claimed = self._driver.write_sqlite_batch([
             (self.sql.complete, self._complete_params(claim, output_location, result)),
             self._claim_statement(worker_id, lease_seconds, task_types)])
-        return bool(done), Claim(dict(zip(q.CLAIM_COLUMNS, claimed[0]))) if claimed else None
+        return bool(done), _claim_from(claimed)
 
     def _complete_params(self, claim: Claim, output_location: str | None, result: dict | None) -> dict[str, Any]:
         return {**claim.guard(), **self._times(), "output_location": output_location, "result": self._json(result)}
