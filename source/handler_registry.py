@@ -28,6 +28,9 @@ HANDLER_MODULES = [
     "source.handlers.extract_frame",
     "source.handlers.single_image",
     "source.handlers.different_perspective",
+    "source.handlers.speech",
+    "source.handlers.compose",
+    "source.handlers.narrated_video",
 ]
 
 
