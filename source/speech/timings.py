@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import wave
 from pathlib import Path
 
@@ -40,6 +41,19 @@ def _pcm16k(path: Path) -> bytes:
                            "-"], capture_output=True, check=True, timeout=120).stdout
 
 
+_DECODER = None
+_DECODER_LOCK = threading.Lock()
+
+
+def _decoder(factory):
+    """One decoder per process: loading the model and dictionary costs more than aligning a sentence."""
+    global _DECODER
+    if _DECODER is None:
+        # wide beams: with the default ones alignment of synthetic voices often finds no path at all
+        _DECODER = factory(samprate=16000, bestpath=False, loglevel="FATAL", beam=1e-100, wbeam=1e-80, pbeam=1e-100)
+    return _DECODER
+
+
 def align_words(text: str, wav: Path, language: str = "en") -> list[dict] | None:
     """Word timings by forced alignment, or None when it cannot be done (not English, pocketsphinx missing,
     a word outside its dictionary, or the alignment fails)."""
@@ -53,8 +67,13 @@ def align_words(text: str, wav: Path, language: str = "en") -> list[dict] | None
     words = [w for w in words if w]
     if not words:
         return None
+    with _DECODER_LOCK:
+        return _align(Decoder, words, wav)
+
+
+def _align(Decoder, words: list[str], wav: Path) -> list[dict] | None:
     try:
-        decoder = Decoder(samprate=16000, bestpath=False, loglevel="FATAL")
+        decoder = _decoder(Decoder)
         if any(decoder.lookup_word(w) is None for w in words):
             return None  # an unknown word would make the whole alignment fail
         decoder.set_align_text(" ".join(words))
@@ -62,9 +81,12 @@ def align_words(text: str, wav: Path, language: str = "en") -> list[dict] | None
         decoder.process_raw(_pcm16k(wav), full_utt=True)
         decoder.end_utt()
         frate = float(decoder.config["frate"])
+        segments = decoder.seg()
+        if segments is None:
+            return None
         out = [{"word": seg.word, "start": round(seg.start_frame / frate, 3),
                 "end": round((seg.end_frame + 1) / frate, 3)}
-               for seg in decoder.seg() if seg.word not in ("<s>", "</s>", "<sil>") and not seg.word.startswith("[")]
+               for seg in segments if seg.word not in ("<s>", "</s>", "<sil>") and not seg.word.startswith("[")]
     except Exception:  # noqa: BLE001 - alignment is a refinement; sentence timings remain
         return None
     return out if len(out) == len(words) else None
