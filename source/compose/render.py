@@ -327,7 +327,7 @@ def _duck_expression(spans: list[tuple[float, float]], tl: Timeline) -> str:
 
 
 def build_plan(tl: Timeline, resolve: Callable[[str, str], Path], work: Path) -> tuple[_Plan, str, str | None, int]:
-    """Inputs and filtergraph for the timeline: returns (plan, video label, audio label, poster frame)."""
+    """Inputs and filtergraph for the timeline: returns (plan, video label, audio label, poster frame index)."""
     plan = _Plan(args=[], graph=[])
     frames = tl.clip_frames()
     overlaps = tl.transition_frames()
@@ -359,10 +359,8 @@ def build_plan(tl: Timeline, resolve: Callable[[str, str], Path], work: Path) ->
         poster = min(total - 1, tl.frames(tl.output.poster_time))
     else:
         poster = min(total - 1, frames[0] // 2)
-    post.append("format=yuv420p")
-    post.append("split=2[vout][vp]")
+    post.append("format=yuv420p[vout]")
     plan.graph.append(f"[{acc}]" + ",".join(post))
-    plan.graph.append(f"[vp]trim=start_frame={poster}:end_frame={poster + 1},setpts=PTS-STARTPTS[poster]")
     audio = _audio_layers(plan, tl, resolve)
     return plan, "[vout]", audio, poster
 
@@ -387,11 +385,16 @@ def render(tl: Timeline, *, output: Path, poster: Path, work: Path, resolve: Cal
            "-r", _rate(tl.fps)]
     if alabel:
         cmd += ["-map", alabel, "-c:a", "aac", "-b:a", tl.output.audio_bitrate, "-ar", "48000"]
-    cmd += ["-movflags", "+faststart", "-f", "mp4", str(tmp_video),
-            "-map", "[poster]", "-frames:v", "1", "-update", "1", "-f", "image2", "-c:v", "png", str(tmp_poster)]
+    cmd += ["-movflags", "+faststart", "-f", "mp4", str(tmp_video)]
     log("compose_render_start", frames=tl.total_frames, size=f"{tl.width}x{tl.height}", encoder=encoder,
         inputs=plan.n_inputs, graph_chars=sum(len(g) for g in plan.graph))
     _run_ffmpeg(cmd, tl.total_frames, work / "ffmpeg.log", progress)
+    # The poster is decoded from the finished video, not taken from a second output of the render: ffmpeg
+    # keeps its outputs in step, so a poster output still waiting for its frame makes it hold every frame
+    # rendered before it (memory then grows with the video's length).
+    _run_ffmpeg([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss",
+                 f"{poster_frame / tl.fps:.6f}", "-i", str(tmp_video), "-frames:v", "1", "-update", "1", "-f", "image2",
+                 "-c:v", "png", str(tmp_poster)], 1, work / "poster.log", None)
     os.replace(tmp_video, output)
     os.replace(tmp_poster, poster)
     frames, has_audio, audio_dur = _probe_output(output)
