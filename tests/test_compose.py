@@ -94,8 +94,8 @@ def test_clips_transitions_text_and_audio(tmp_path):
              "transition_in": {"type": "wipe", "duration": 0.4, "direction": "left"}},
             {"kind": "video", "source": str(video), "duration": 1.2, "transition_in": {"type": "cut"}},
         ],
-        "texts": [{"text": "Hi {there}", "start": 0.0, "duration": 0.5, "style": {"size": 14, "colour": "red",
-                                                                                   "outline": 0, "shadow": 0, "margin": 4}}],
+        "texts": [{"text": "Hi {there}", "start": 0.0, "duration": 0.5,
+                   "style": {"size": 14, "colour": "red", "outline": 0, "shadow": 0, "margin": 4}}],
         "audio": [{"source": str(music), "start": 0.5, "volume": 0.5, "fade_in": 0.2, "role": "music"}],
     })
     assert len(frames) == tl.total_frames == 10 + 10 + 10 + 12 - 4 - 4
@@ -143,3 +143,35 @@ def test_missing_source_is_invalid_input(tmp_path):
 
 def test_text_is_literal():
     assert escape_text("a {\\b1} b\nc") == "a \\{\\\u2060b1\\} b\\Nc"
+
+
+def test_storyboard_document_renders_with_overlapping_transitions(tmp_path):
+    from source.compose.storyboard import Storyboard, render_size, storyboard_timeline
+
+    a, b = tiny_video(tmp_path / "a.mp4", 1.5), tiny_video(tmp_path / "b.mp4", 1.5)
+    music = tone(tmp_path / "m.wav", 2.0)
+    doc = Storyboard.model_validate({
+        "projectId": "p1", "render": "final",
+        "outputSettings": {"resolution": {"width": 96, "height": 64}, "fps": 10, "codec": "h264", "quality": "low"},
+        "timeline": [
+            {"clipId": "c1", "sourceImage": str(IMAGES / "rocket.png"), "duration": 1.5,
+             "transitionOut": {"type": "fade", "duration": 0.5}},
+            {"clipId": "c2", "sourceImage": str(IMAGES / "chelsea.png"), "duration": 1.5,
+             "transitionIn": {"type": "wipe", "duration": 0.3}},  # wins over c1's transitionOut
+            {"clipId": "c3", "sourceImage": str(IMAGES / "coffee.png"), "duration": 1.0,
+             "transitionIn": {"type": "cut"}, "sourceFile": str(b)},
+        ],
+        "audioLayers": [{"file": str(music), "start": 0.5, "volume": 0.8, "fadeOut": 0.5}],
+        "textLayers": [{"content": "Title", "start": 0, "duration": 1, "x": 48, "y": 32, "fontSize": 12}],
+    })
+    tl = storyboard_timeline(doc, {"c1": str(a)})
+    assert [c.kind for c in tl.clips] == ["video", "image", "video"]  # c2 not generated yet: a still preview
+    assert [c.transition_in.type for c in tl.clips[1:]] == ["wipe", "cut"]
+    out = tmp_path / "sb.mp4"
+    res = render(tl, output=out, poster=tmp_path / "sb.png", work=tmp_path / "w", resolve=resolve)
+    frames, _, audio = decode(out)
+    assert len(frames) == tl.total_frames == 15 + 15 + 10 - 3
+    assert res.has_audio and abs(res.audio_duration - 3.7) < 0.05 and frames[0].shape == (64, 96, 3)
+    big = doc.model_copy(update={"render": "preview", "outputSettings": doc.outputSettings.model_copy(
+        update={"resolution": doc.outputSettings.resolution.model_copy(update={"width": 1920, "height": 1080})})})
+    assert render_size(big) == (1280, 720)

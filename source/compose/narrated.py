@@ -63,8 +63,9 @@ class NarratedLayout(BaseModel):
 
 def default_caption_style(width: int, height: int) -> TextStyle:
     short = min(width, height)
-    return TextStyle(size=max(12, int(round(short * 0.06))), band=True, band_height=0.3, position="bottom",
-                     margin=max(8, int(round(height * 0.08))), outline=max(1.0, short / 360), shadow=max(1.0, short / 300))
+    return TextStyle(size=max(12, int(round(short * 0.065))), band=True, band_height=0.3, position="bottom",
+                     margin=max(8, int(round(height * 0.08))), outline=max(1.0, short / 300),
+                     shadow=max(1.0, short / 300))
 
 
 def _ken_burns(i: int) -> KenBurns:

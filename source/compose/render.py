@@ -257,7 +257,7 @@ def _visual_clip(plan: _Plan, tl: Timeline, i: int, clip, n: int, resolve, work:
             plan.adjustments.append(f"clips[{i}]: the video lasts {length:.2f}s, its last frame is held to "
                                     f"{n / tl.fps:.2f}s")
         link = plan.add_input(*(["-ss", f"{clip.trim_start:.6f}"] if clip.trim_start else []), "-i",
-                              str(src))
+                              "file:" + str(src))  # file: so no name is read as a protocol
         fit = (f"scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h}"
                if clip.fit == "cover" else
                f"scale={w}:{h}:force_original_aspect_ratio=decrease:flags=bicubic,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2")
@@ -290,7 +290,7 @@ def _audio_layers(plan: _Plan, tl: Timeline, resolve) -> str | None:
     duck = _duck_expression(spans, tl) if tl.ducking.enabled and spans else None
     labels = []
     for i, layer, length, src in prepared:
-        k = plan.add_input("-i", str(src))
+        k = plan.add_input("-i", "file:" + str(src))  # file: so no name is read as a protocol
         chain = (f"[{k}:a]aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo,"
                  f"atrim=start={layer.trim_start:.6f}:duration={length:.6f},asetpts=PTS-STARTPTS,"
                  f"volume={layer.volume:.4f}")
