@@ -31,6 +31,7 @@ HANDLER_MODULES = [
     "source.handlers.speech",
     "source.handlers.compose",
     "source.handlers.narrated_video",
+    "source.handlers.storyboard",
 ]
 
 

@@ -1,0 +1,75 @@
+"""A storyboard through a real worker on SQLite and PostgreSQL with the tiny I2V model: one cached generation
+per clip, one compose render with a fade, a wipe, a text layer and an audio layer; submitting it again with
+one motion prompt changed regenerates only that clip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av
+import pytest
+
+from source.store.task_store import TaskStore
+from source.task_context import child_task_id
+from tests.test_compose import tone
+from tests.test_e2e_travel import output_file
+from tests.worker_process import REPO, WorkerProcess
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    d = tmp_path / "inputs"
+    shutil.copytree(REPO / "samples" / "images", d)
+    tone(d / "music.wav", 5.0)
+    return d
+
+
+def doc(inputs: Path, prompts=("a rocket lifts off", "a cat blinks", "steam rises")) -> dict:
+    images = ["rocket.png", "chelsea.png", "coffee.png"]
+    return {
+        "projectId": "sb-test", "render": "final",
+        "outputSettings": {"resolution": {"width": 64, "height": 64}, "fps": 8, "codec": "h264", "quality": "low"},
+        "timeline": [
+            {"clipId": f"c{i}", "sourceImage": str(inputs / img), "motionPrompt": prompts[i], "duration": 1.0,
+             "model": "tiny-i2v",
+             "transitionIn": [None, {"type": "fade", "duration": 0.25}, {"type": "wipe", "duration": 0.25}][i]}
+            for i, img in enumerate(images)],
+        "audioLayers": [{"file": str(inputs / "music.wav"), "start": 0.0, "volume": 0.5, "fadeOut": 0.5}],
+        "textLayers": [{"content": "Launch", "start": 0.0, "duration": 1.0, "x": 32, "y": 32, "fontSize": 10}],
+    }
+
+
+def run(db_url, tmp_path, inputs, tag):
+    w = WorkerProcess(db_url, tmp_path / "logs", "--exit-when-idle", "--poll-interval", "0.2", "--input-root",
+                      str(inputs), "--output-dir", str(tmp_path / "outputs"), worker_id=tag)
+    assert w.wait(300) == 0, w.stderr_tail()
+
+
+def result(row) -> dict:
+    return row["result"] if isinstance(row["result"], dict) else json.loads(row["result"])
+
+
+def test_storyboard_renders_and_regenerates_only_the_changed_clip(db_url, tmp_path, inputs, tiny_models):
+    store = TaskStore(db_url)
+    first = store.add_task("storyboard", doc(inputs))
+    run(db_url, tmp_path, inputs, "a")
+    row = store.get(first)
+    assert row["status"] == "Complete", row["error_message"]
+    with av.open(str(output_file(store, db_url, row["output_location"]))) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        frames = sum(1 for _ in c.decode(video=0))
+        assert (v.width, v.height) == (64, 64)
+        audio_s = float(a.duration * a.time_base)
+    assert frames == 3 * 8 - 2 * 2  # the transitions overlap the clips
+    assert abs(audio_s - frames / 8) < 0.05
+    gens = [store.get(child_task_id(first, f"clip-{i:03d}")) for i in range(3)]
+    assert all(g["status"] == "Complete" and result(g)["cache_hit"] is False for g in gens)
+
+    second = store.add_task("storyboard", doc(inputs, ("a rocket lifts off", "a cat yawns", "steam rises")))
+    run(db_url, tmp_path, inputs, "b")
+    assert store.get(second)["status"] == "Complete"
+    hits = [result(store.get(child_task_id(second, f"clip-{i:03d}")))["cache_hit"] for i in range(3)]
+    assert hits == [True, False, True]
+    store.close()
