@@ -73,3 +73,23 @@ def test_storyboard_renders_and_regenerates_only_the_changed_clip(db_url, tmp_pa
     hits = [result(store.get(child_task_id(second, f"clip-{i:03d}")))["cache_hit"] for i in range(3)]
     assert hits == [True, False, True]
     store.close()
+
+
+def test_corrupt_clip_fails_alone_and_retry_completes(sqlite_url, tmp_path, inputs, tiny_models):
+    store = TaskStore(sqlite_url)
+    good = (inputs / "chelsea.png").read_bytes()
+    (inputs / "chelsea.png").write_bytes(b"not a png")
+    sb = store.add_task("storyboard", doc(inputs))
+    run(sqlite_url, tmp_path, inputs, "a")
+    clips = [child_task_id(sb, f"clip-{i:03d}") for i in range(3)]
+    render_id = child_task_id(sb, "render")
+    # the store ends an orchestrator's still-queued children when one fails: clip 2 is Cancelled, not run
+    assert [store.get(c)["status"] for c in clips] == ["Complete", "Failed", "Cancelled"]
+    assert "chelsea.png" in store.get(clips[1])["error_message"]
+    assert store.get(render_id)["status"] == "Failed" and store.get(sb)["status"] == "Failed"
+    (inputs / "chelsea.png").write_bytes(good)
+    assert set(store.retry(clips[1])) == {clips[1], clips[2], render_id}
+    run(sqlite_url, tmp_path, inputs, "b")
+    assert store.get(sb)["status"] == "Complete"
+    assert result(store.get(clips[0]))["cache_hit"] is False  # not redone: still the first run's result
+    store.close()
