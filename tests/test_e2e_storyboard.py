@@ -93,3 +93,18 @@ def test_corrupt_clip_fails_alone_and_retry_completes(sqlite_url, tmp_path, inpu
     assert store.get(sb)["status"] == "Complete"
     assert result(store.get(clips[0]))["cache_hit"] is False  # not redone: still the first run's result
     store.close()
+
+
+def test_preview_runs_before_a_queued_final(sqlite_url, tmp_path, inputs, tiny_models):
+    store = TaskStore(sqlite_url)
+    one_clip = lambda render: {**doc(inputs), "render": render, "timeline": doc(inputs)["timeline"][:1],  # noqa: E731
+                               "textLayers": [], "audioLayers": []}
+    final = store.add_task("storyboard", one_clip("final"))
+    preview = store.add_task("storyboard", one_clip("preview"))
+    run(sqlite_url, tmp_path, inputs, "a")
+    assert store.get(final)["status"] == store.get(preview)["status"] == "Complete"
+    final_clip = store.get(child_task_id(final, "clip-000"))
+    preview_render = store.get(child_task_id(preview, "render"))
+    assert preview_render["priority"] > final_clip["priority"]
+    assert str(preview_render["generation_processed_at"]) <= str(final_clip["generation_started_at"])
+    store.close()
