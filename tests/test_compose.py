@@ -175,3 +175,21 @@ def test_storyboard_document_renders_with_overlapping_transitions(tmp_path):
     big = doc.model_copy(update={"render": "preview", "outputSettings": doc.outputSettings.model_copy(
         update={"resolution": doc.outputSettings.resolution.model_copy(update={"width": 1920, "height": 1080})})})
     assert render_size(big) == (1280, 720)
+
+
+def test_paths_with_filtergraph_characters_and_gpu_fallback(tmp_path):
+    from source.compose.render import encoder_opens
+
+    odd = tmp_path / "it's [a]; b,c:d"
+    odd.mkdir()
+    tl = Timeline.model_validate({"width": 64, "height": 48, "fps": 10,
+                                  "clips": [{"kind": "colour", "colour": "#FFFFFF", "duration": 0.5}],
+                                  "texts": [{"text": "x", "start": 0, "duration": 0.5,
+                                             "style": {"size": 30, "colour": "red", "margin": 2}}],
+                                  "output": {"encoder": "gpu"}})
+    res = render(tl, output=odd / "o.mp4", poster=odd / "p.png", work=odd / "work", resolve=resolve)
+    frames, _, _ = decode(odd / "o.mp4")
+    assert len(frames) == 5 and int(((frames[2][..., 0] > 180) & (frames[2][..., 1] < 80)).sum()) > 5
+    if not encoder_opens("h264_nvenc"):  # no GPU here: the CPU encoder, and the output says so
+        assert res.encoder == "libx264" and any("GPU" in a for a in res.adjustments)
+    assert sorted(p.name for p in odd.iterdir()) == ["o.mp4", "p.png", "work"]  # no partial files left

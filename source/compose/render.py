@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -152,12 +154,18 @@ def encoder_args(encoder: str, out) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def _safe(path: Path) -> str:
-    """A path placed inside the filtergraph text: we only ever put our own work-dir paths there."""
-    s = str(path)
-    if not _SAFE_PATH.match(s):
-        raise RenderError(f"internal path {s!r} has characters that cannot go into a filtergraph")
-    return s
+def _graph_path(path: Path, spare: Path) -> str:
+    """A path to write inside the filtergraph text (the ASS script, the fonts folder). Filtergraph quoting has
+    two nested levels; rather than escape, a path with any special character is copied under `spare`, a
+    fresh temp folder whose name is plain."""
+    if _SAFE_PATH.match(str(path)):
+        return str(path)
+    target = spare / f"p{len(list(spare.iterdir()))}{path.suffix}"
+    if path.is_dir():
+        shutil.copytree(path, target)
+    else:
+        shutil.copyfile(path, target)
+    return str(target)
 
 
 def _fit_image(src: Path, size: tuple[int, int], fit: str, background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
@@ -210,6 +218,7 @@ class _Plan:
     graph: list[str]
     n_inputs: int = 0
     adjustments: list[str] = field(default_factory=list)
+    cleanup: list[Path] = field(default_factory=list)  # temp folders to remove after the render
 
     def add_input(self, *args: str) -> int:
         self.args += list(args)
@@ -240,12 +249,12 @@ def _visual_clip(plan: _Plan, tl: Timeline, i: int, clip, n: int, resolve, work:
             big = (int(w * KEN_BURNS_OVERSAMPLE) // 2 * 2, int(h * KEN_BURNS_OVERSAMPLE) // 2 * 2)
             still = work / f"still_{i:04d}.bmp"
             _fit_image(src, big, clip.fit).save(still)
-            k = plan.add_input("-framerate", rate, "-i", _safe(still))
+            k = plan.add_input("-framerate", rate, "-i", "file:" + str(still))
             chain = f"[{k}:v]{_ken_burns_filter(clip.ken_burns, n, w, h, rate)}"
         else:
             still = work / f"still_{i:04d}.bmp"
             _fit_image(src, (w, h), clip.fit).save(still)
-            k = plan.add_input("-loop", "1", "-framerate", rate, "-i", _safe(still))
+            k = plan.add_input("-loop", "1", "-framerate", rate, "-i", "file:" + str(still))
             chain = f"[{k}:v]null"
     else:
         assert isinstance(clip, VideoClip)
@@ -354,7 +363,9 @@ def build_plan(tl: Timeline, resolve: Callable[[str, str], Path], work: Path) ->
     if subs is not None:
         ass_path = work / "text.ass"
         subs.save(str(ass_path))
-        post.append(f"ass=filename={_safe(ass_path)}:fontsdir={_safe(fonts_dir())}")
+        spare = Path(tempfile.mkdtemp(prefix="compose-"))
+        plan.cleanup.append(spare)
+        post.append(f"ass=filename={_graph_path(ass_path, spare)}:fontsdir={_graph_path(fonts_dir(), spare)}")
     if tl.output.poster_time is not None:
         poster = min(total - 1, tl.frames(tl.output.poster_time))
     else:
@@ -373,33 +384,39 @@ def render(tl: Timeline, *, output: Path, poster: Path, work: Path, resolve: Cal
     t0 = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     plan, vlabel, alabel, poster_frame = build_plan(tl, resolve, work)
-    encoder = pick_encoder(tl.output.codec, tl.output.encoder)
-    if tl.output.encoder == "gpu" and not encoder.endswith("_nvenc"):
-        plan.adjustments.append(f"no working GPU encoder for {tl.output.codec}; encoded with {encoder}")
-    script = work / "graph.txt"
-    script.write_text(";\n".join(plan.graph) + "\n")
     tmp_video = output.with_name(f".{output.stem}.partial{output.suffix}")
     tmp_poster = poster.with_name(f".{poster.stem}.partial{poster.suffix}")
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:1", "-nostats",
-           *plan.args, "-/filter_complex", _safe(script), "-map", vlabel, *encoder_args(encoder, tl.output),
-           "-r", _rate(tl.fps)]
-    if alabel:
-        cmd += ["-map", alabel, "-c:a", "aac", "-b:a", tl.output.audio_bitrate, "-ar", "48000"]
-    cmd += ["-movflags", "+faststart", "-f", "mp4", str(tmp_video)]
-    log("compose_render_start", frames=tl.total_frames, size=f"{tl.width}x{tl.height}", encoder=encoder,
-        inputs=plan.n_inputs, graph_chars=sum(len(g) for g in plan.graph))
-    _run_ffmpeg(cmd, tl.total_frames, work / "ffmpeg.log", progress)
-    # The poster is decoded from the finished video, not taken from a second output of the render: ffmpeg
-    # keeps its outputs in step, so a poster output still waiting for its frame makes it hold every frame
-    # rendered before it (memory then grows with the video's length).
-    _run_ffmpeg([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss",
-                 f"{poster_frame / tl.fps:.6f}", "-i", str(tmp_video), "-frames:v", "1", "-update", "1", "-f", "image2",
-                 "-c:v", "png", str(tmp_poster)], 1, work / "poster.log", None)
-    os.replace(tmp_video, output)
-    os.replace(tmp_poster, poster)
-    frames, has_audio, audio_dur = _probe_output(output)
-    if frames is not None and frames != tl.total_frames:
-        raise RenderError(f"rendered {frames} frames, the timeline has {tl.total_frames}")
+    try:
+        encoder = pick_encoder(tl.output.codec, tl.output.encoder)
+        if tl.output.encoder == "gpu" and not encoder.endswith("_nvenc"):
+            plan.adjustments.append(f"no working GPU encoder for {tl.output.codec}; encoded with {encoder}")
+        script = work / "graph.txt"
+        script.write_text(";\n".join(plan.graph) + "\n")
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-progress", "pipe:1",
+               "-nostats", *plan.args, "-/filter_complex", str(script), "-map", vlabel,
+               *encoder_args(encoder, tl.output), "-r", _rate(tl.fps)]
+        if alabel:
+            cmd += ["-map", alabel, "-c:a", "aac", "-b:a", tl.output.audio_bitrate, "-ar", "48000"]
+        cmd += ["-movflags", "+faststart", "-f", "mp4", str(tmp_video)]
+        log("compose_render_start", frames=tl.total_frames, size=f"{tl.width}x{tl.height}", encoder=encoder,
+            inputs=plan.n_inputs, graph_chars=sum(len(g) for g in plan.graph))
+        _run_ffmpeg(cmd, tl.total_frames, work / "ffmpeg.log", progress)
+        # The poster is decoded from the finished video, not taken from a second output of the render: ffmpeg
+        # keeps its outputs in step, so a poster output still waiting for its frame makes it hold every frame
+        # rendered before it (memory then grows with the video's length).
+        _run_ffmpeg([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss",
+                     f"{poster_frame / tl.fps:.6f}", "-i", "file:" + str(tmp_video), "-frames:v", "1", "-update", "1",
+                     "-f", "image2", "-c:v", "png", str(tmp_poster)], 1, work / "poster.log", None)
+        frames, has_audio, audio_dur = _probe_output(tmp_video)
+        if frames is not None and frames != tl.total_frames:
+            raise RenderError(f"rendered {frames} frames, the timeline has {tl.total_frames}")
+        os.replace(tmp_video, output)
+        os.replace(tmp_poster, poster)
+    finally:
+        for leftover in (tmp_video, tmp_poster):
+            leftover.unlink(missing_ok=True)
+        for folder in plan.cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
     seconds = time.perf_counter() - t0
     return RenderResult(output, poster, tl.total_frames, tl.duration, tl.width, tl.height, tl.fps,
                         tl.output.codec, encoder, has_audio, audio_dur, round(seconds, 3), plan.adjustments)
