@@ -15,6 +15,7 @@ from PIL import Image
 
 from source.store.task_store import TaskStore
 from source.task_context import child_task_id
+from tests.test_compose import tone
 from tests.test_e2e_travel import output_file
 from tests.worker_process import REPO, WorkerProcess
 
@@ -74,6 +75,7 @@ def test_three_part_portrait_narrated_video(db_url, tmp_path, images):
         "engine": "espeak", "voice": "en-us", "speaking_rate": 1.3, "layout": "180x320", "fps": 12,
         "transition": "fade through black", "transition_duration": 0.5, "caption_gap": 0.4,
         "caption_style": {"size": 18, "colour": GREEN, "band": True, "margin": 20, "outline": 1, "shadow": 1},
+        "background_music": {"source": str(tone(images / "music.wav", 20.0)), "volume": 0.3},
         "output": {"quality": "low", "speed": "fast"},
     }
     orch = store.add_task("narrated_video", params)
@@ -137,4 +139,30 @@ def test_bad_image_fails_the_orchestrator_with_a_clear_error(sqlite_url, tmp_pat
     row = store.get(orch)
     assert row["status"] == "Failed" and "broken.png" in row["error_message"]
     assert store.list_tasks(parent_task_id=orch) == []
+    store.close()
+
+
+def test_cancelling_a_render_stops_ffmpeg_and_leaves_no_partial_file(sqlite_url, tmp_path, images):
+    import time
+
+    import psutil
+
+    from tests.worker_process import wait_until
+
+    store = TaskStore(sqlite_url)
+    timeline = {"width": 320, "height": 180, "fps": 24,
+                "clips": [{"kind": "image", "source": str(images / "rocket.png"), "duration": 600, "ken_burns": {}}]}
+    tid = store.add_task("compose", {"timeline": timeline})
+    w = WorkerProcess(sqlite_url, tmp_path / "logs", "--exit-when-idle", "--poll-interval", "0.2", "--input-root",
+                      str(images), "--output-dir", str(tmp_path / "outputs"), worker_id="c0")
+    w.wait_for_event("compose_render_start", timeout=60)
+    wait_until(lambda: any(p.name().startswith("ffmpeg") for p in psutil.Process(w.proc.pid).children(True)),
+               timeout=30, what="ffmpeg running")
+    time.sleep(1.0)
+    store.request_cancel(tid)
+    assert w.wait(60) == 0, w.stderr_tail()
+    assert store.get(tid)["status"] == "Cancelled"
+    assert not [p for p in tmp_path.rglob("*.mp4")], "a partial video was left behind"
+    assert not [p for p in psutil.process_iter(["name", "cmdline"])
+                if (p.info["name"] or "").startswith("ffmpeg") and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     store.close()
