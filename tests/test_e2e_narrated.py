@@ -74,7 +74,7 @@ def test_three_part_portrait_narrated_video(db_url, tmp_path, images):
         ],
         "engine": "espeak", "voice": "en-us", "speaking_rate": 1.3, "layout": "180x320", "fps": 12,
         "transition": "fade through black", "transition_duration": 0.5, "caption_gap": 0.4,
-        "caption_style": {"size": 18, "colour": GREEN, "band": True, "margin": 20, "outline": 1, "shadow": 1},
+        "caption_style": {"size": 18, "colour": GREEN, "margin": 20},  # the rest (band, outline...) by default
         "background_music": {"source": str(tone(images / "music.wav", 20.0)), "volume": 0.3},
         "output": {"quality": "low", "speed": "fast"},
     }
@@ -135,10 +135,14 @@ def test_bad_image_fails_the_orchestrator_with_a_clear_error(sqlite_url, tmp_pat
     (images / "broken.png").write_bytes(b"not an image")
     orch = store.add_task("narrated_video", {"parts": [{"image": str(images / "broken.png"), "captions": ["Hi."]}],
                                              "engine": "espeak"})
+    styled = store.add_task("narrated_video", {"parts": [{"image": str(images / "rocket.png"), "captions": ["Hi."]}],
+                                               "engine": "espeak", "caption_style": {"colour": "not a colour"}})
     run_worker(sqlite_url, tmp_path, images)
     row = store.get(orch)
     assert row["status"] == "Failed" and "broken.png" in row["error_message"]
     assert store.list_tasks(parent_task_id=orch) == []
+    row = store.get(styled)
+    assert row["status"] == "Failed" and "colour" in row["error_message"]
     store.close()
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from source.compose.narrated import MusicSpec
+from source.compose.narrated import MusicSpec, default_caption_style
 from source.compose.timeline import OutputSettings, TextStyle
-from source.handler_registry import register
+from source.handler_registry import format_validation_error, register
 from source.handlers.compose import check_source
 from source.media.images import load_image_rgb
 from source.speech.engines import get_engine
@@ -73,7 +73,7 @@ class NarratedVideoParams(BaseModel):
     ken_burns: bool = True
     transition: str = "fade_black"
     transition_duration: float = Field(0.6, ge=0.05, le=5)
-    caption_style: TextStyle | None = None
+    caption_style: dict[str, Any] | None = None  # overrides of the layout's default style (a TextStyle)
     caption_gap: float = Field(0.3, ge=0, le=5)
     background_music: MusicSpec | None = None
     output: OutputSettings = Field(default_factory=OutputSettings)
@@ -100,6 +100,11 @@ def speech_key(part: int, caption: int) -> str:
 @register("narrated_video", params_model=NarratedVideoParams)
 def handle_narrated_video(p: NarratedVideoParams, ctx: TaskContext) -> HandlerResult:
     width, height = parse_layout(p.layout)
+    try:  # what the caller sets replaces the default for this size; the rest (band, scaled size) stays
+        style = TextStyle.model_validate({**default_caption_style(width, height).model_dump(),
+                                          **(p.caption_style or {})})
+    except ValidationError as exc:
+        raise InvalidInput(format_validation_error("narrated_video caption_style", exc)) from None
     engine = get_engine(p.engine)
     voice = engine.check_voice(p.voice)  # a bad voice fails here, not in every speech task
     problems: list[str] = []
@@ -136,7 +141,7 @@ def handle_narrated_video(p: NarratedVideoParams, ctx: TaskContext) -> HandlerRe
         parts.append({"image": part.image, "captions": caps})
     layout = {"parts": parts, "width": width, "height": height, "fps": p.fps, "ken_burns": p.ken_burns,
               "transition": p.transition, "transition_duration": p.transition_duration,
-              "caption_style": p.caption_style.model_dump() if p.caption_style else None,
+              "caption_style": style.model_dump(),
               "caption_gap": p.caption_gap,
               "background_music": p.background_music.model_dump() if p.background_music else None,
               "output": p.output.model_dump()}
