@@ -29,7 +29,7 @@ from PIL import Image
 from source.compose.captions import build_ass, fonts_dir
 from source.compose.timeline import AudioLayer, ColourClip, ImageClip, KenBurns, Timeline, VideoClip
 from source.media.images import load_image_rgb
-from source.task_context import InvalidInput, TaskError
+from source.task_context import InvalidInput, TaskError, TransientError
 
 # Ken Burns stills are prepared at this multiple of the output size: zoompan crops on whole pixels, so a
 # finer grid makes slow zooms/pans smooth instead of stepping.
@@ -444,6 +444,8 @@ def _run_ffmpeg(cmd: list[str], total_frames: int, log_path: Path, progress) -> 
             proc.kill()
             proc.wait()
             raise
+    if rc < 0:  # killed by a signal (e.g. the kernel's OOM killer): worth another try later
+        raise TransientError(f"ffmpeg was killed by signal {-rc}")
     if rc != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-6:]
         raise RenderError(f"ffmpeg failed (exit {rc}): " + " | ".join(tail)[-1500:])
