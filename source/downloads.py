@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from source.task_context import InvalidInput, TransientError
+from source.errors import InvalidInput, TransientError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from source.downloads import DownloadLimits, download_to_cache
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 POSE_LANDMARKER_URL = (
     "https://storage.googleapis.com/mediapipe-models/pose_landmarker/"

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from source.downloads import DownloadLimits, download_to_cache, is_url
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 

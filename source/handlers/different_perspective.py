@@ -28,7 +28,8 @@ import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from source.handler_registry import register
-from source.task_context import ChildTask, HandlerResult, InvalidInput, TaskContext, child_task_id
+from source.errors import InvalidInput
+from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 
 DEFAULT_AREA = 832 * 480
 _RES = re.compile(r"^\s*(\d+)\s*[xX*×]\s*(\d+)\s*$")

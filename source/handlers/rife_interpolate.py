@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from source.handler_registry import register
 from source.media.images import load_image_rgb
 from source.media.video_io import VideoWriter
-from source.task_context import HandlerResult, InvalidInput, TaskContext
+from source.errors import InvalidInput
+from source.task_context import HandlerResult, TaskContext
 
 _RES = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 

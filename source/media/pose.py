@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 # OpenPose 18-keypoint body layout (COCO order).
 OPENPOSE_KEYPOINTS = (
