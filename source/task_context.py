@@ -132,7 +132,8 @@ class TaskContext:
 
     def resolve_input(self, ref: str, *, kind: str = "file") -> Path:
         """A local, readable path for an untrusted path or URL from params (downloads are bounded)."""
-        return self.storage.resolve_input(ref, kind=kind)
+        # The cancellation check (it includes the task's time limit) can stop a download mid-body.
+        return self.storage.resolve_input(ref, kind=kind, should_stop=self._is_cancelled)
 
     def output_of(self, task_id: str) -> Path:
         """The local file of another task's output (it must be Complete)."""

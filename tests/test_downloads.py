@@ -1,0 +1,173 @@
+"""Downloads of untrusted URLs against a real local HTTP server: address policy (default and opt-in), every
+redirect hop checked, the deadline enforced on a dripping socket, short bodies refused and never cached."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from source.downloads import DownloadLimits, download_to_cache, private_networks_from
+from source.task_context import InvalidInput, TaskCancelled, TransientError
+
+BODY = bytes(range(256)) * 40  # 10240 bytes
+
+
+class Server:
+    """Routes: /ok (BODY), /redirect?to=URL (302), /drip (declares 1000 bytes, sends one per 0.1 s),
+    /short (declares len(BODY), sends half, then hangs up; whole after `heal()`), /missing (404)."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.healed = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                path, _, query = self.path.partition("?")
+                if path == "/ok":
+                    self._send(200, BODY)
+                elif path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", query.removeprefix("to="))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif path == "/loop":
+                    self.send_response(302)
+                    self.send_header("Location", "/loop")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif path == "/drip":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    try:
+                        for _ in range(1000):
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                    except OSError:
+                        pass
+                elif path == "/short":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(BODY)))
+                    self.end_headers()
+                    self.wfile.write(BODY if server.healed else BODY[: len(BODY) // 2])
+                    self.close_connection = True
+                else:
+                    self._send(404, b"no")
+
+            def _send(self, status, body):
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+LOCAL = DownloadLimits(private_networks=private_networks_from("127.0.0.1"), timeout_s=20)
+
+
+def test_opted_in_download_follows_redirects_and_caches(server, tmp_path):
+    got = download_to_cache(f"{server.url}/redirect?to=/ok", tmp_path, LOCAL)
+    assert got.read_bytes() == BODY
+    assert server.requests == ["/redirect?to=/ok", "/ok"]
+    assert download_to_cache(f"{server.url}/redirect?to=/ok", tmp_path, LOCAL) == got  # cached: no new request
+    assert len(server.requests) == 2
+
+
+def test_default_refuses_loopback_private_and_link_local(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("HEADLESS_ALLOW_PRIVATE_URLS", raising=False)
+    limits = DownloadLimits()
+    for url in (f"{server.url}/ok", "http://localhost:9/x", "http://10.1.2.3/x", "http://192.168.0.10/x",
+                "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/x", "http://[::ffff:127.0.0.1]/x",
+                "http://0.0.0.0/x", "http://100.64.0.1/x"):
+        with pytest.raises(InvalidInput, match="loopback, private or link-local"):
+            download_to_cache(url, tmp_path, limits)
+    assert server.requests == []  # refused before any connection
+    monkeypatch.setenv("HEADLESS_ALLOW_PRIVATE_URLS", "1")  # the operator's opt-in (what --allow-private-urls sets)
+    assert download_to_cache(f"{server.url}/ok", tmp_path, DownloadLimits()).read_bytes() == BODY
+
+
+def test_redirect_to_a_private_address_is_refused(server, tmp_path):
+    # Only the test server's own address is allowed: a hop onward to the metadata address or the LAN is not.
+    for target in ("http://169.254.169.254/latest/meta-data/iam/", "http://10.0.0.7/secret", "http://[::1]:1/"):
+        with pytest.raises(InvalidInput, match="loopback, private or link-local"):
+            download_to_cache(f"{server.url}/redirect?to={target}", tmp_path, LOCAL)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["ftp://example.com/file.mp4", "file:///etc/passwd", "gopher://x/"])
+def test_redirect_to_another_scheme_is_invalid_input_not_transient(server, tmp_path, target):
+    with pytest.raises(InvalidInput, match="scheme") as info:
+        download_to_cache(f"{server.url}/redirect?to={target}", tmp_path, LOCAL)
+    assert not isinstance(info.value, TransientError)
+    assert server.requests == [f"/redirect?to={target}"]
+
+
+def test_redirect_loops_end(server, tmp_path):
+    with pytest.raises(InvalidInput, match="redirects"):
+        download_to_cache(f"{server.url}/loop", tmp_path, LOCAL)
+
+
+def test_a_dripping_server_is_cut_off_at_the_deadline(server, tmp_path):
+    limits = DownloadLimits(private_networks=LOCAL.private_networks, timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="took longer than 1 s"):
+        download_to_cache(f"{server.url}/drip", tmp_path, limits)
+    assert time.monotonic() - started < 2.0  # the body would take 100 s
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tasks_own_stop_check_interrupts_a_download(server, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(TaskCancelled):
+        download_to_cache(f"{server.url}/drip", tmp_path, LOCAL, should_stop=lambda: time.monotonic() - started > 0.5)
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_short_body_is_refused_and_not_cached(server, tmp_path):
+    with pytest.raises(TransientError, match=f"sent {len(BODY) // 2} of its declared {len(BODY)} bytes"):
+        download_to_cache(f"{server.url}/short", tmp_path, LOCAL)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a partial one
+    server.healed = True  # the retry gets the whole body
+    assert download_to_cache(f"{server.url}/short", tmp_path, LOCAL).read_bytes() == BODY
+
+
+def test_errors_mask_query_secrets_and_stay_short(server, tmp_path):
+    url = f"{server.url}/missing?X-Amz-Signature=deadbeef&token=s3cr3t&page={'p' * 5000}"
+    with pytest.raises(InvalidInput, match="HTTP 404") as info:
+        download_to_cache(url, tmp_path, LOCAL)
+    message = str(info.value)
+    assert "deadbeef" not in message and "s3cr3t" not in message and "X-Amz-Signature=***" in message
+    assert len(message) < 400
+
+
+def test_oversized_bodies_and_bad_settings(server, tmp_path):
+    with pytest.raises(InvalidInput, match="byte"):
+        download_to_cache(f"{server.url}/ok", tmp_path, DownloadLimits(max_bytes=100,
+                                                                      private_networks=LOCAL.private_networks))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="HEADLESS_ALLOW_PRIVATE_URLS"):
+        private_networks_from("192.168.1.0/33")
