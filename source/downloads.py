@@ -28,9 +28,9 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from source.event_log import mask_url
 from source.task_context import InvalidInput, TaskCancelled, TransientError
@@ -65,8 +65,8 @@ class DownloadLimits:
     """What a download may do. Defaults come from the environment when the limits are made (see README)."""
 
     schemes: tuple[str, ...] = ("https", "http")
-    max_bytes: int = field(default_factory=lambda: int(os.environ.get("HEADLESS_MAX_DOWNLOAD_BYTES", 2 * 1024**3)))
-    timeout_s: float = field(default_factory=lambda: float(os.environ.get("HEADLESS_DOWNLOAD_TIMEOUT_S", 120)))
+    max_bytes: int = field(default_factory=lambda: int(os.environ.get("HEADLESS_MAX_DOWNLOAD_BYTES") or 2 * 1024**3))
+    timeout_s: float = field(default_factory=lambda: float(os.environ.get("HEADLESS_DOWNLOAD_TIMEOUT_S") or 120))
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)  # empty: any host
     # Non-public networks that may be fetched from (see private_networks_from); empty: none.
     private_networks: tuple[Network, ...] = field(
@@ -137,7 +137,7 @@ def _resolve(host: str, port: int, deadline: float) -> list:
     def lookup() -> None:
         try:
             box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except BaseException as exc:  # handed to the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
             box.append(exc)
 
     thread = threading.Thread(target=lookup, daemon=True)

