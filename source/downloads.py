@@ -124,7 +124,8 @@ def _check_hop(url: str, limits: DownloadLimits, what: str, deadline: float) -> 
     for address in addresses:  # every answer, not only the first: any of them could be the one reached
         if not _may_connect(address, limits):
             raise InvalidInput(
-                f"{what}: {host[:100]!r} is {address}, a loopback, private or link-local address; downloads "
+                f"{what}: {_shown(url)}: {host[:100]!r} is {address}, a loopback, private or link-local address; "
+                "downloads "
                 "from such addresses are refused unless the worker runs with --allow-private-urls "
                 "(or HEADLESS_ALLOW_PRIVATE_URLS=1, or a list of allowed networks)")
     return parsed, port, addresses

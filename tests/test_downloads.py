@@ -171,3 +171,62 @@ def test_oversized_bodies_and_bad_settings(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="HEADLESS_ALLOW_PRIVATE_URLS"):
         private_networks_from("192.168.1.0/33")
+
+
+def test_a_worker_refuses_the_metadata_address_masks_tokens_and_its_time_limit_stops_a_drip(server, sqlite_url,
+                                                                                           tmp_path):
+    """Through a real headless.py: only the operator's network (127.0.0.1 here) is allowed, so the metadata
+    address fails at once as bad input; the task's own 2 s limit interrupts a 100 s drip; no token reaches
+    the log or the rows."""
+    from source.store.task_store import TaskStore
+    from tests.worker_process import WorkerProcess
+
+    store = TaskStore(sqlite_url)
+    metadata = store.add_task("extract_frame", {
+        "input_video_path": "http://169.254.169.254/latest/meta-data/v.mp4?token=TOKEN-ONE"})
+    drip = store.add_task("extract_frame", {"input_video_path": f"{server.url}/drip?X-Amz-Signature=TOKEN-TWO"},
+                          timeout_seconds=2, max_attempts=1)
+    started = time.monotonic()
+    worker = WorkerProcess(sqlite_url, tmp_path / "logs", "--poll-interval", "0.2", "--exit-when-idle",
+                           worker_id="dl", env={"HEADLESS_ALLOW_PRIVATE_URLS": "127.0.0.1",
+                                                "HEADLESS_DOWNLOAD_TIMEOUT_S": "100"})
+    try:
+        assert worker.wait(60) == 0, worker.stderr_tail()
+    finally:
+        worker.stop()
+    assert time.monotonic() - started < 30  # not the drip's 100 s
+    first, second = store.get(metadata), store.get(drip)
+    assert first["status"] == "Failed" and first["attempts"] == 1, first  # bad input: not retried
+    assert "loopback, private or link-local" in first["error_message"]
+    assert second["status"] == "Failed" and "time limit" in second["error_message"], second
+    assert any(r.startswith("/drip") for r in server.requests)
+    text = (worker.log_file.read_text() + worker.stderr_path.read_text() + first["error_message"]
+            + second["error_message"])  # the params keep the URL as given; everything derived masks it
+    assert "TOKEN-ONE" not in text and "TOKEN-TWO" not in text
+    assert "meta-data/v.mp4?token=***" in first["error_message"]
+
+
+def test_the_event_log_masks_url_secrets_in_every_field(tmp_path):
+    import io
+    import json
+
+    from source.event_log import EventLog
+
+    stream = io.StringIO()
+    log = EventLog("w1", tmp_path, stream=stream)
+    log.emit("task_error", error="GET https://b.s3.amazonaws.com/k.mp4?X-Amz-Credential=AKIAX&X-Amz-Signature=abc12"
+                                 "&X-Amz-Security-Token=sess9&response-content-type=video/mp4 failed",
+             nested={"urls": ["https://x.blob.core.windows.net/c/b.png?sv=2024&sig=azsig%3D&se=2030",
+                              "postgresql://user:pgpass@db/x?sslpassword=sslpw&application_name=w",
+                              "https://api.example.com/v1?api_key=k3y&access_token=t0k&page=2#top"]},
+             plain="no url here: token=visible-by-design")
+    log.close()
+    line = (tmp_path / "worker-w1.jsonl").read_text()
+    assert line == stream.getvalue()
+    for secret in ("AKIAX", "abc12", "sess9", "azsig", "pgpass", "sslpw", "k3y", "t0k"):
+        assert secret not in line, secret
+    record = json.loads(line)
+    assert "response-content-type=video/mp4" in record["error"]  # harmless parameters stay readable
+    assert record["nested"]["urls"][0] == "https://x.blob.core.windows.net/c/b.png?sv=2024&sig=***&se=2030"
+    assert record["nested"]["urls"][2] == "https://api.example.com/v1?api_key=***&access_token=***&page=2#top"
+    assert record["plain"] == "no url here: token=visible-by-design"
