@@ -140,7 +140,7 @@ class TaskContext:
         location = self._task_output(task_id)
         if not location:
             raise InvalidInput(f"task {task_id} has no output (it does not exist or is not Complete)")
-        return self.storage.resolve_input(location, kind="task output")
+        return self.storage.resolve_input(location, kind="task output", should_stop=self._is_cancelled)
 
     def log(self, event: str, **fields: Any) -> None:
         self._log(event, task_id=self.task_id, **fields)
