@@ -97,9 +97,10 @@ def _may_connect(address: str, limits: DownloadLimits) -> bool:
     return any(ip.version == net.version and ip in net for net in limits.private_networks)
 
 
-def _check_hop(url: str, limits: DownloadLimits, what: str, deadline: float) -> tuple[urllib.parse.SplitResult,
-                                                                                          int, list[str]]:
-    """Validate one hop; returns (parsed URL, port, addresses to connect to, in order)."""
+def _check_hop(url: str, limits: DownloadLimits, what: str, deadline: float, *, resolve: bool = True
+               ) -> tuple[urllib.parse.SplitResult, int, list[str]]:
+    """Validate one hop; returns (parsed URL, port, addresses to connect to, in order). Without resolve,
+    only the URL itself is checked (no addresses are returned)."""
     parsed = urllib.parse.urlsplit(url)
     scheme = parsed.scheme.lower()
     if scheme not in limits.schemes:
@@ -114,6 +115,8 @@ def _check_hop(url: str, limits: DownloadLimits, what: str, deadline: float) -> 
         raise InvalidInput(f"{what}: URL has an invalid port: {_shown(url)}") from None
     if limits.allowed_hosts and host not in limits.allowed_hosts:
         raise InvalidInput(f"{what}: host {host[:100]!r} is not in the download allow-list")
+    if not resolve:
+        return parsed, port, []
     try:
         infos = _resolve(host, port, deadline)
     except UnicodeError:
@@ -222,7 +225,9 @@ def download_to_cache(url: str, cache_dir: Path, limits: DownloadLimits, *, what
     if not isinstance(url, str):
         raise InvalidInput(f"{what}: expected a URL string")
     deadline = time.monotonic() + limits.timeout_s
-    _check_hop(url, limits, what, deadline)  # refuse a bad URL before touching the cache
+    # Refuse a malformed or disallowed URL before touching the cache; addresses are checked when fetching
+    # (a file already cached was checked then, and needs no DNS now).
+    _check_hop(url, limits, what, deadline, resolve=False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + _suffix_of(url))
     if target.is_file():

@@ -230,3 +230,46 @@ def test_the_event_log_masks_url_secrets_in_every_field(tmp_path):
     assert record["nested"]["urls"][0] == "https://x.blob.core.windows.net/c/b.png?sv=2024&sig=***&se=2030"
     assert record["nested"]["urls"][2] == "https://api.example.com/v1?api_key=***&access_token=***&page=2#top"
     assert record["plain"] == "no url here: token=visible-by-design"
+
+
+def _self_signed(tmp_path, name: str):
+    """A certificate for `name` only (and its key), as files: the test's own trust root."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(server, tmp_path, monkeypatch):
+    import ssl
+
+    cert_file, key_file = _self_signed(tmp_path, "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    port = server.httpd.server_address[1]
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # OpenSSL's default trust store for this process
+    limits = DownloadLimits(private_networks=private_networks_from("127.0.0.1,::1"), timeout_s=20)
+    # localhost may also resolve to ::1, where nothing listens: the next checked address is tried
+    got = download_to_cache(f"https://localhost:{port}/redirect?to=/ok", tmp_path / "cache", limits)
+    assert got.read_bytes() == BODY
+    # the certificate names localhost, not 127.0.0.1: verification is by the URL's host name
+    with pytest.raises(TransientError, match="SSL"):
+        download_to_cache(f"https://127.0.0.1:{port}/ok", tmp_path / "cache", limits)
