@@ -39,6 +39,7 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 20
 _WATCH_INTERVAL_S = 0.1
+_CONNECT_TIMEOUT_S = 30.0  # per blocking socket call; the watchdog holds the overall deadline
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -154,37 +155,6 @@ def _resolve(host: str, port: int, deadline: float) -> list:
     return box[0]
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    """An HTTP connection to an address checked beforehand (the Host header keeps the name)."""
-
-    def __init__(self, host: str, port: int, addresses: list[str], timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._addresses = addresses
-
-    def _open(self) -> socket.socket:
-        last: OSError | None = None
-        for address in self._addresses:
-            try:
-                return socket.create_connection((address, self.port), self.timeout)
-            except OSError as exc:
-                last = exc
-        raise last or OSError("no address to connect to")
-
-    def connect(self) -> None:
-        self.sock = self._open()
-
-
-class _PinnedHTTPS(_PinnedHTTP):
-    default_port = 443
-
-    def __init__(self, host: str, port: int, addresses: list[str], timeout: float) -> None:
-        super().__init__(host, port, addresses, timeout)
-        self._context = ssl.create_default_context()
-
-    def connect(self) -> None:
-        self.sock = self._context.wrap_socket(self._open(), server_hostname=self.host)
-
-
 class _Watchdog:
     """Shuts the socket down at the deadline or on a stop request, so no blocked read outlives either."""
 
@@ -214,6 +184,45 @@ class _Watchdog:
 
     def close(self) -> None:
         self._done.set()
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to addresses checked beforehand (the Host header keeps the name). The raw socket
+    goes to the watchdog as soon as it exists, so a stalled TLS handshake is cut off at the deadline too."""
+
+    def __init__(self, host: str, port: int, addresses: list[str], watchdog: _Watchdog) -> None:
+        super().__init__(host, port, timeout=_CONNECT_TIMEOUT_S)
+        self._addresses = addresses
+        self._watchdog = watchdog
+
+    def _open(self) -> socket.socket:
+        last: OSError | None = None
+        for address in self._addresses:  # in resolver order, like create_connection itself
+            remaining = self._watchdog.deadline - time.monotonic()
+            if remaining <= 0 or self._watchdog.fired:
+                break
+            try:
+                sock = socket.create_connection((address, self.port), min(_CONNECT_TIMEOUT_S, remaining))
+            except OSError as exc:
+                last = exc
+                continue
+            self._watchdog.sock = sock
+            if self._watchdog.fired:  # it fired while we were connecting
+                sock.close()
+                break
+            return sock
+        raise last or OSError("no connection within the time limit")
+
+    def connect(self) -> None:
+        self.sock = self._open()
+
+
+class _PinnedHTTPS(_PinnedHTTP):
+    default_port = 443
+
+    def connect(self) -> None:
+        context = ssl.create_default_context()
+        self.sock = context.wrap_socket(self._open(), server_hostname=self.host)
 
 
 def download_to_cache(url: str, cache_dir: Path, limits: DownloadLimits, *, what: str = "file",
@@ -248,14 +257,11 @@ def _fetch(url: str, tmp: Path, limits: DownloadLimits, what: str, deadline: flo
     for _hop in range(MAX_REDIRECTS + 1):
         parsed, port, addresses = _check_hop(current, limits, what, deadline)
         conn_class = _PinnedHTTPS if parsed.scheme.lower() == "https" else _PinnedHTTP
-        conn = conn_class(parsed.hostname, port, addresses, timeout=max(0.01, min(30.0, deadline - time.monotonic())))
+        conn = conn_class(parsed.hostname, port, addresses, watchdog)
         try:
             path = urllib.parse.urlunsplit(("", "", parsed.path or "/", parsed.query, ""))
             try:
                 conn.connect()
-                watchdog.sock = conn.sock
-                if watchdog.fired:  # fired while we were connecting
-                    raise OSError("stopped")
                 conn.request("GET", path, headers={"User-Agent": "headless-wan", "Accept-Encoding": "identity"})
                 response = conn.getresponse()
                 if response.status in _REDIRECTS:

@@ -273,3 +273,14 @@ def test_https_connects_to_the_checked_address_and_verifies_the_name(server, tmp
     # the certificate names localhost, not 127.0.0.1: verification is by the URL's host name
     with pytest.raises(TransientError, match="SSL"):
         download_to_cache(f"https://127.0.0.1:{port}/ok", tmp_path / "cache", limits)
+
+
+def test_a_silent_tls_server_is_cut_off_at_the_deadline(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts TCP, never answers the TLS hello
+        limits = DownloadLimits(private_networks=LOCAL.private_networks, timeout_s=1.0)
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="took longer than 1 s"):
+            download_to_cache(f"https://127.0.0.1:{listener.getsockname()[1]}/x", tmp_path, limits)
+        assert time.monotonic() - started < 2.0
