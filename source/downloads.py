@@ -39,6 +39,7 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 20
 _WATCH_INTERVAL_S = 0.1
+_URL_SAFE = "/%:@!$&'()*+,;=[]"  # already meaningful in a path or query: left as they are
 _CONNECT_TIMEOUT_S = 30.0  # per blocking socket call; the watchdog holds the overall deadline
 
 
@@ -259,7 +260,10 @@ def _fetch(url: str, tmp: Path, limits: DownloadLimits, what: str, deadline: flo
         conn_class = _PinnedHTTPS if parsed.scheme.lower() == "https" else _PinnedHTTP
         conn = conn_class(parsed.hostname, port, addresses, watchdog)
         try:
-            path = urllib.parse.urlunsplit(("", "", parsed.path or "/", parsed.query, ""))
+            # Spaces, control and non-ASCII characters are percent-encoded (http.client would refuse them).
+            path = urllib.parse.quote(parsed.path or "/", safe=_URL_SAFE)
+            if parsed.query:
+                path += "?" + urllib.parse.quote(parsed.query, safe=_URL_SAFE + "?")
             try:
                 conn.connect()
                 conn.request("GET", path, headers={"User-Agent": "headless-wan", "Accept-Encoding": "identity"})

@@ -284,3 +284,12 @@ def test_a_silent_tls_server_is_cut_off_at_the_deadline(tmp_path):
         with pytest.raises(TransientError, match="took longer than 1 s"):
             download_to_cache(f"https://127.0.0.1:{listener.getsockname()[1]}/x", tmp_path, limits)
         assert time.monotonic() - started < 2.0
+
+
+def test_spaces_and_unicode_in_a_url_are_encoded_not_fatal(server, tmp_path):
+    with pytest.raises(InvalidInput, match="HTTP 404"):
+        download_to_cache(f"{server.url}/my file é.png?q=a b", tmp_path, LOCAL)
+    assert server.requests[-1] == "/my%20file%20%C3%A9.png?q=a%20b"
+    with pytest.raises(InvalidInput, match="HTTP 404"):
+        download_to_cache(f"{server.url}/a%2Fb?x=%26", tmp_path, LOCAL)
+    assert server.requests[-1] == "/a%2Fb?x=%26"  # escapes already there are sent as they are
