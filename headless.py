@@ -15,6 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
+from source.downloads import private_networks_from  # noqa: E402
 from source.event_log import EventLog  # noqa: E402
 from source.storage import Storage  # noqa: E402
 from source.store.task_store import TaskStore, redact_url  # noqa: E402
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.allow_private_urls:  # read by source.downloads.DownloadLimits (one home for the rule)
         os.environ["HEADLESS_ALLOW_PRIVATE_URLS"] = "1"
+    try:
+        private_networks_from(os.environ.get("HEADLESS_ALLOW_PRIVATE_URLS"))
+    except ValueError as exc:  # a typo here must stop the worker at start, not fail every download
+        log.emit("worker_stopped", reason="invalid download settings", error=str(exc)[:300])
+        store.close()
+        return 2
     storage = Storage.for_database(store.url, outputs_dir=args.output_dir, input_roots=input_roots(args))
     try:
         publishing = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
