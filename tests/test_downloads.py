@@ -293,3 +293,19 @@ def test_spaces_and_unicode_in_a_url_are_encoded_not_fatal(server, tmp_path):
     with pytest.raises(InvalidInput, match="HTTP 404"):
         download_to_cache(f"{server.url}/a%2Fb?x=%26", tmp_path, LOCAL)
     assert server.requests[-1] == "/a%2Fb?x=%26"  # escapes already there are sent as they are
+
+
+def test_a_malformed_network_list_stops_the_worker_at_start(sqlite_url, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.worker_process import REPO
+
+    env = {**os.environ, "HEADLESS_ALLOW_PRIVATE_URLS": "192.168.1.0/33"}
+    proc = subprocess.run([sys.executable, str(REPO / "headless.py"), "--db", sqlite_url, "--exit-when-idle"],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert last["event"] == "worker_stopped" and "HEADLESS_ALLOW_PRIVATE_URLS" in last["error"]
