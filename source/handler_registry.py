@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from source.task_context import HandlerResult, InvalidInput, TaskContext
+from source.errors import InvalidInput
+from source.task_context import HandlerResult, TaskContext
 
 # Modules that register handlers when imported. Each task family lives in its own module.
 HANDLER_MODULES = [

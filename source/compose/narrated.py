@@ -16,7 +16,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from source.compose.timeline import (
-    AudioLayer, Caption, Ducking, ImageClip, KenBurns, OutputSettings, TextStyle, Timeline, Transition,
+    AudioLayer,
+    Caption,
+    Ducking,
+    ImageClip,
+    KenBurns,
+    OutputSettings,
+    TextStyle,
+    Timeline,
+    Transition,
 )
 
 

@@ -18,7 +18,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from source.compose.timeline import (
-    AudioLayer, ImageClip, KenBurns, OutputSettings, TextLayer, TextStyle, Timeline, Transition, VideoClip,
+    AudioLayer,
+    ImageClip,
+    KenBurns,
+    OutputSettings,
+    TextLayer,
+    TextStyle,
+    Timeline,
+    Transition,
+    VideoClip,
 )
 
 PREVIEW_MAX_SIDE = 720  # the shorter side of a preview render

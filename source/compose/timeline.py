@@ -13,7 +13,7 @@ rendered frame count is exactly `total_frames`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -88,10 +88,13 @@ class ColourClip(_Clip):
     kind: Literal["colour"] = "colour"
     colour: str = "#000000"
 
-    _check = field_validator("colour")(classmethod(lambda cls, v: "#" + parse_colour(v)))
+    @field_validator("colour")
+    @classmethod
+    def _colour(cls, v: str) -> str:
+        return "#" + parse_colour(v)
 
 
-Clip = Annotated[Union[ImageClip, VideoClip, ColourClip], Field(discriminator="kind")]
+Clip = Annotated[ImageClip | VideoClip | ColourClip, Field(discriminator="kind")]
 
 
 class TextStyle(_Model):
@@ -136,7 +139,7 @@ class Caption(_Model):
     end: float = Field(gt=0)
 
     @model_validator(mode="after")
-    def _order(self) -> "Caption":
+    def _order(self) -> Caption:
         if self.end <= self.start:
             raise ValueError(f"caption ends ({self.end}) before it starts ({self.start})")
         return self
@@ -194,7 +197,7 @@ class Timeline(_Model):
         return v
 
     @model_validator(mode="after")
-    def _transitions_fit(self) -> "Timeline":
+    def _transitions_fit(self) -> Timeline:
         frames = self.clip_frames()
         for i, clip in enumerate(self.clips):
             t = clip.transition_in

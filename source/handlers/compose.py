@@ -30,7 +30,7 @@ class ComposeParams(BaseModel):
     orchestrator_task_id: str | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "ComposeParams":
+    def _one(self) -> ComposeParams:
         if (self.timeline is None) == (self.narrated is None):
             raise ValueError("give exactly one of `timeline` or `narrated`")
         return self

@@ -32,7 +32,7 @@ import numpy as np
 
 from source.media.images import resize_frame
 from source.media.video_io import VideoWriter, iter_frames, probe_video
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 ProgressFn = Callable[[float, str], None]
 MAX_FPS_MULTIPLIER = 8

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 import av
 import numpy as np
 
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 
 @dataclass(frozen=True)
