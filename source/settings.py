@@ -27,6 +27,8 @@ next `settings()` reads it again.
 | HEADLESS_POSE_MODEL / HEADLESS_RIFE_WEIGHTS | pose_model / rife_weights | obtained on first use |
 | HEADLESS_MAX_DOWNLOAD_BYTES | max_download_bytes | 2 GiB |
 | HEADLESS_DOWNLOAD_TIMEOUT_S | download_timeout_s | 120 |
+| HEADLESS_MAX_PARAMS_BYTES | max_params_bytes | 1 MiB (a row's params; larger rows fail) |
+| HEADLESS_MAX_PARAMS_DEPTH | max_params_depth | 64 (nesting of lists/objects in params) |
 | HEADLESS_PG_NO_PREPARE | pg_no_prepare | off (on behind a transaction pooler, port 6543) |
 | WAN2GP_DIR / WAN2GP_ARGS | wan2gp_dir / wan2gp_args | ./Wan2GP / none |
 """
@@ -102,6 +104,9 @@ class Settings:
     # downloads of untrusted URLs
     max_download_bytes: int = 2 * 1024**3
     download_timeout_s: float = 120.0
+    # what one task row may hold (source.task_limits): a row over a cap fails with a clear message
+    max_params_bytes: int = 1024**2
+    max_params_depth: int = 64
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -138,6 +143,8 @@ class Settings:
             wan2gp_args=_text(env, "WAN2GP_ARGS", "") or "",
             max_download_bytes=_number(env, "HEADLESS_MAX_DOWNLOAD_BYTES", 2 * 1024**3, int),
             download_timeout_s=_number(env, "HEADLESS_DOWNLOAD_TIMEOUT_S", 120.0),
+            max_params_bytes=_number(env, "HEADLESS_MAX_PARAMS_BYTES", 1024**2, int),
+            max_params_depth=_number(env, "HEADLESS_MAX_PARAMS_DEPTH", 64, int),
         )
 
     def replace(self, **changes: Any) -> "Settings":
