@@ -108,7 +108,7 @@ def format_validation_error(task_type: str, exc: ValidationError) -> str:
     for err in exc.errors():
         where = ".".join(clip(p, 40) for p in err.get("loc", ())) or "params"
         problems.append(f"{clip(where, 120)}: {clip(err.get('msg', 'invalid'), 200)}")
-    shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+    shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10:,} more" if len(problems) > 10 else "")
     return f"invalid params for {task_type}: {shown}"  # messages quote short excerpts, never whole values
 
 

@@ -71,3 +71,18 @@ def test_a_character_postgresql_refuses_in_a_message_does_not_stop_the_worker(db
     assert row["status"] == "Failed" and "bad" in row["error_message"] and "thing" in row["error_message"]
     assert store.get(good)["status"] == "Complete"
     store.close()
+
+
+def test_validation_messages_quote_short_excerpts():
+    """100,000 wrong list items or a 100 KB task type give a message of a few hundred characters."""
+    import pytest
+
+    from source.errors import InvalidInput
+    from source.handler_registry import validate_params
+
+    with pytest.raises(InvalidInput) as many:
+        validate_params("single_image", {"prompt": "x", "image_refs_paths": list(range(100_000))})
+    assert len(str(many.value)) < 1000 and "and 99,990 more" in str(many.value)
+    with pytest.raises(InvalidInput) as unknown:
+        validate_params("x" * 100_000, {})
+    assert len(str(unknown.value)) < 2000 and "(100,000 characters)" in str(unknown.value)
