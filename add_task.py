@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # database unreachable and the like: one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - database unreachable and the like: one line, not a traceback
         print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
         return 1
 

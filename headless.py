@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     log = EventLog(config.worker_id, args.log_dir)
     try:
         store = TaskStore(cfg.db_url)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - database unavailable: exit 2 with the reason
         log.emit("worker_stopped", reason="database unavailable", database=redact_url(cfg.db_url),
                  error=f"{type(exc).__name__}: {exc}"[:500])
         return 2
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         publishing = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
         publisher = SupabaseOutputs(publishing) if publishing else None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any misconfiguration: exit 2 with the reason
         log.emit("worker_stopped", reason="output storage misconfigured", error=f"{type(exc).__name__}: {exc}"[:500])
         store.close()
         return 2

@@ -48,7 +48,7 @@ class Storage:
 
     @classmethod
     def for_database(cls, db_url: str, *, outputs_dir: Path | None = None,
-                     input_roots: list[Path] | None = None) -> "Storage":
+                     input_roots: list[Path] | None = None) -> Storage:
         """SQLite: `public/files/` beside the database file; other databases: `outputs/`."""
         if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
             db_path = Path(db_url[len("sqlite:///"):]).resolve()

@@ -32,7 +32,7 @@ class SupabaseStorageConfig:
 
     @classmethod
     def from_environment(cls, url: str | None = None, key: str | None = None,
-                         bucket: str | None = None) -> "SupabaseStorageConfig | None":
+                         bucket: str | None = None) -> SupabaseStorageConfig | None:
         """Flags first, then the seed's environment names (read once, in Settings). None when no Supabase
         URL is configured."""
         env = settings()

@@ -276,7 +276,7 @@ class Worker:
                 result = run_handler(claim.task_type, params, self._context(run))
                 if self.publisher is not None and result.output_location and not result.children:
                     self._publish(claim, result)  # still under the renewed lease: uploads can take a while
-            except (Exception, SystemExit) as exc:  # nothing a task does may end the process
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - nothing a task does may end the process
                 error = exc
             finally:
                 run.done = True
@@ -334,7 +334,7 @@ class Worker:
         """Write the outcome; a fatal fault then stops the worker."""
         try:
             ok = self._write(run, outcome)
-        except Exception as exc:  # e.g. a result the database refuses: the task fails, not the worker
+        except Exception as exc:  # noqa: BLE001 - e.g. a result the database refuses: the task fails, not the worker
             detail = f"{type(exc).__name__}: {excerpt(str(exc), 300)}"
             self.log.emit("outcome_not_recorded", task_id=run.claim.id, outcome=outcome.kind.value, error=detail)
             ok = self._write(run, Outcome(OutcomeKind.FAILED, f"the worker could not record the task's outcome "
@@ -437,8 +437,8 @@ class Worker:
         try:
             self.store.worker_seen(self.config.worker_id, task_id, "running" if task_id else "idle")
             beat.seen_task, beat.seen_at = task_id, now
-        except Exception:
-            pass  # best effort: the next beat tries again
+        except Exception:  # noqa: BLE001 - best effort: the next beat tries again
+            pass
 
     def _check_limits(self, run: TaskRun, now: float) -> None:
         """The task's time limit and the shutdown grace period become stop reasons."""
@@ -460,7 +460,7 @@ class Worker:
         run.progress_dirty = False
         try:
             ok, cancel = self.store.heartbeat(run.claim, self.config.lease_seconds, fraction, message)
-        except Exception as exc:  # the database may be restarting: keep trying, the lease has slack
+        except Exception as exc:  # noqa: BLE001 - the database may be restarting: keep trying, the lease has slack
             self.log.emit("heartbeat_failed", task_id=run.claim.id, error=f"{type(exc).__name__}: {exc}"[:300])
             return
         beat.last_write = {run.claim.id: now}
@@ -485,13 +485,14 @@ class Worker:
             return
         # A second signal: hand the task back (quickly, best effort) and exit at once.
         run = self.current
-        held = ([run.claim] if run is not None and not run.done else []) + ([self.next_claim] if self.next_claim else [])
+        held = [run.claim] if run is not None and not run.done else []
+        held += [self.next_claim] if self.next_claim else []
         handed = []
         for claim in held:
             try:
                 if self.store.hand_back(claim):
                     handed.append(claim.id)
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort: the process exits now either way
                 pass
         self.log.emit("worker_stopped", reason="second signal", handed_back=handed)
         os._exit(130)
