@@ -156,6 +156,10 @@ def _storable(message: str) -> str:
     return message.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")[:4000]
 
 
+class _Stopping(Exception):
+    """The worker was told to stop while an interruptible database call waited out an outage."""
+
+
 @dataclass
 class _HeartbeatState:
     seen_task: str | None = None  # what the workers table last said this worker runs
@@ -198,25 +202,9 @@ class Worker:
         heartbeat.start()
         reason = "stopped"
         try:
-            while not self.stop_event.is_set():
-                if cfg.max_tasks is not None and self.tasks_done >= cfg.max_tasks:
-                    reason = "max_tasks"
-                    break
-                self._maintenance()
-                claim, self.next_claim = self.next_claim, None
-                if claim is None:
-                    claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
-                                     "claim")
-                if claim is None:
-                    if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work"):
-                        reason = "idle"
-                        break
-                    self.waker.wait(cfg.poll_interval, self.stop_event)
-                    continue
-                self._run_task(claim)
-                self.tasks_done += 1
-            else:
-                reason = "signal"
+            reason = self._loop()
+        except _Stopping:  # a signal arrived while a database outage was being waited out
+            reason = "signal"
         finally:
             if self.next_claim is not None:  # claimed along with the last completion, never started
                 claim, self.next_claim = self.next_claim, None
@@ -225,10 +213,34 @@ class Worker:
                               reason="the worker stopped before starting it")
             self._finished.set()
             heartbeat.join(timeout=5)
-            self._db(lambda: self.store.worker_seen(cfg.worker_id, None, "stopped"), "worker stopped", retry_for=5)
+            try:
+                self._db(lambda: self.store.worker_seen(cfg.worker_id, None, "stopped"), "worker stopped",
+                         retry_for=5)
+            except Exception as exc:  # noqa: BLE001 - the database is down: still stop cleanly, with our exit code
+                self.log.emit("database_unavailable", operation="worker stopped", error=clip(f"{exc}", 300))
             self.log.emit("worker_stopped", reason=reason, tasks_done=self.tasks_done, exit_code=self.exit_code)
             self.waker.close()
         return self.exit_code
+
+    def _loop(self) -> str:
+        """Claim and run tasks until told to stop; returns why it stopped."""
+        cfg = self.config
+        while not self.stop_event.is_set():
+            if cfg.max_tasks is not None and self.tasks_done >= cfg.max_tasks:
+                return "max_tasks"
+            self._maintenance()
+            claim, self.next_claim = self.next_claim, None
+            if claim is None:
+                claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
+                                 "claim", interruptible=True)
+            if claim is None:
+                if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work", interruptible=True):
+                    return "idle"
+                self.waker.wait(cfg.poll_interval, self.stop_event)
+                continue
+            self._run_task(claim)
+            self.tasks_done += 1
+        return "signal"
 
     def _pending_work(self) -> bool:
         """Anything that could still become ready for us: tasks in progress anywhere (they may unblock
@@ -242,11 +254,15 @@ class Worker:
             return True
         return any(self.store.list_tasks(status="Queued", task_type=t, limit=1) for t in self.config.task_types)
 
-    def _db(self, fn, what: str, retry_for: float | None = None):
-        """Database calls of the worker survive outages: retry with backoff, logging each wait."""
+    def _db(self, fn, what: str, retry_for: float | None = None, interruptible: bool = False):
+        """Database calls of the worker survive outages: retry with backoff, logging each wait. An
+        interruptible call (one that holds nothing: claim, maintenance) gives up once the worker is told to
+        stop, so a signal is not ignored for as long as the database stays unreachable."""
         def on_retry(exc: BaseException, delay: float) -> None:
             self.log.emit("database_unavailable", operation=what, error=f"{type(exc).__name__}: {exc}"[:300],
                           retry_in_s=round(delay, 2))
+            if interruptible and self.stop_event.is_set():
+                raise _Stopping
         return self.store.run(fn, retry_for=retry_for, what=what, on_retry=on_retry)
 
     def _maintenance(self) -> None:
@@ -254,13 +270,14 @@ class Worker:
         if now - self._last_maintenance < min(5.0, self.config.lease_seconds / 2):
             return
         self._last_maintenance = now
-        for item in self._db(self.store.reclaim_expired, "reclaim expired leases"):
+        for item in self._db(self.store.reclaim_expired, "reclaim expired leases", interruptible=True):
             self.log.emit("lease_expired_reclaimed", **item)
-        for item in self._db(self.store.sweep_stranded, "sweep stranded tasks"):
+        for item in self._db(self.store.sweep_stranded, "sweep stranded tasks", interruptible=True):
             self.log.emit("task_failed", task_id=item["task_id"], error=item["reason"], stranded=True)
         if now - self._last_seen > 15:
             self._last_seen = now
-            self._db(lambda: self.store.worker_seen(self.config.worker_id, None, "idle"), "worker seen")
+            self._db(lambda: self.store.worker_seen(self.config.worker_id, None, "idle"), "worker seen",
+                     interruptible=True)
 
     # ------------------------------------------------------------------ one task
     def _run_task(self, claim: Claim) -> None:

@@ -4,6 +4,8 @@ each such row with a clear, short message and goes on to the next task."""
 
 from __future__ import annotations
 
+import signal
+
 import sqlalchemy as sa
 
 from source.store.task_store import TaskStore
@@ -86,3 +88,20 @@ def test_validation_messages_quote_short_excerpts():
     with pytest.raises(InvalidInput) as unknown:
         validate_params("x" * 100_000, {})
     assert len(str(unknown.value)) < 2000 and "(100,000 characters)" in str(unknown.value)
+
+
+def test_sigterm_stops_a_worker_waiting_out_a_database_outage(pg_cluster, tmp_path):
+    """An idle worker retries the claim while PostgreSQL is down; a signal still stops it within seconds."""
+    url = pg_cluster.create_database("outage_signal")
+    w = WorkerProcess(url, tmp_path / "logs", "--poll-interval", "0.2", worker_id="C")
+    try:
+        w.wait_for_event("worker_started")
+        pg_cluster.stop("immediate")
+        w.wait_for_event("database_unavailable", timeout=30)
+        w.signal(signal.SIGTERM)
+        assert w.wait(20) == 0, w.stderr_tail()
+        assert w.events("worker_stopped")[-1]["reason"] == "signal"
+        assert "Traceback" not in w.stderr()
+    finally:
+        pg_cluster.start()
+        w.stop()
