@@ -9,8 +9,6 @@ image's size; odd sides are floored to even for H.264), `fps` (default 16). `out
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.handler_registry import register
@@ -18,8 +16,7 @@ from source.media.images import load_image_rgb
 from source.media.video_io import VideoWriter
 from source.errors import InvalidInput
 from source.task_context import HandlerResult, TaskContext
-
-_RES = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
+from source.video_geometry import format_resolution, parse_resolution
 
 
 class RifeInterpolateParams(BaseModel):
@@ -38,13 +35,11 @@ class RifeInterpolateParams(BaseModel):
     def _check_resolution(cls, v: str | None) -> str | None:
         if v is None or v == "":
             return None
-        m = _RES.match(v)
-        if not m:
-            raise ValueError(f"resolution must look like '832x480', got {v!r}")
-        w, h = int(m.group(1)), int(m.group(2))
-        if not (16 <= w <= 4096 and 16 <= h <= 4096):
-            raise ValueError(f"resolution {w}x{h} is outside 16..4096 pixels per side")
-        return f"{w}x{h}"
+        # the one parser (source.video_geometry); no rounding to 16: RIFE is not a Wan model
+        try:
+            return format_resolution(parse_resolution(v))
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
 
 
 @register("rife_interpolate_images", params_model=RifeInterpolateParams)
