@@ -129,15 +129,28 @@ def _validate(spec: HandlerSpec, task_type: str, params: Any) -> Any:
         raise InvalidInput(format_validation_error(task_type, exc)) from None
 
 
-def _extra_keys(model: Any, prefix: str = "") -> list[str]:
-    """Keys a params model accepted without a field for them (extra="allow"), nested models included."""
-    if not isinstance(model, BaseModel):
+def _field_names(model_cls: type[BaseModel]) -> set[str]:
+    names: set[str] = set()
+    for name, info in model_cls.model_fields.items():
+        names.add(name)
+        for alias in (info.alias, info.validation_alias):
+            for choice in getattr(alias, "choices", None) or [alias]:
+                if isinstance(choice, str):
+                    names.add(choice)
+    return names
+
+
+def _extra_keys(model: Any, given: Any, prefix: str = "") -> list[str]:
+    """Keys of `given` a params model has no field for: kept aside (extra="allow") or dropped
+    (extra="ignore") alike, nested models included."""
+    if not isinstance(model, BaseModel) or not isinstance(given, dict):
         return []
-    out = [prefix + k for k in (model.model_extra or {})]
+    known = _field_names(type(model))
+    out = [prefix + k for k in given if k not in known]
     for name in type(model).model_fields:
         value = getattr(model, name, None)
         if isinstance(value, BaseModel):
-            out += _extra_keys(value, f"{prefix}{name}.")
+            out += _extra_keys(value, given.get(name), f"{prefix}{name}.")
     return out
 
 
@@ -149,7 +162,7 @@ def prepare_params(task_type: str, params: Any) -> tuple[Any, list[str]]:
     params = {k: v for k, v in params.items() if k != PARENT_IGNORED_KEY}
     translation = translate(task_type, params)
     validated = _validate(spec, task_type, translation.params)
-    ignored = translation.ignored_keys if translation.ignored_keys is not None else _extra_keys(validated)
+    ignored = translation.ignored_keys if translation.ignored_keys is not None else _extra_keys(validated, translation.params)
     return validated, sorted({k for k in ignored if k not in QUEUE_KEYS})
 
 
