@@ -15,8 +15,8 @@ Frame arithmetic (one place, used by the orchestrator, the segments and the stit
   change is recorded in `TravelPlan.adjustments` as {what: [asked, used]} and ends up in the result;
 - N segments need N+1 anchor images (N when continuing a video: image i ends segment i). One image fewer is
   accepted, as the seed ran it: the last segment has no end image and continues freely from its start
-  (its guide ends in grey frames the mask leaves to the model; first-last-frame models get a start image
-  only). Extra images are not used (recorded). So a single image makes a valid one-segment travel;
+  (its guide ends in grey frames the mask leaves to the model; an I2V model gets its start image only; a
+  first-last-frame model cannot do without the end image and is refused). Extra images are not used (recorded). So a single image makes a valid one-segment travel;
 - there is exactly one overlap per join: N-1 joins from scratch, N when continuing a video (the continued
   video is "segment -1" with its real frame count; the seed kept only N-1 there, bug E.17);
 - chained (VACE) overlaps are even; every overlap is at most the length of both its neighbours, and a
@@ -418,6 +418,7 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
     mode = p.mode or infer_mode(p.model)
     _check_model_mode(p.model, p.mode, mode, problems)
     mode = mode or "chained"
+    _check_free_end(p.model, mode, images, n, continuing, problems)
 
     if p.prompts is not None and p.prompt is not None:
         problems.append("give either prompt or prompts, not both")
@@ -465,6 +466,23 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
                   adjustments=adjustments, source_format="canonical")
 
 
+def _check_free_end(model: str, mode: str, images: list[str], n: int, continuing: bool,
+                    problems: list[str]) -> None:
+    """A first-last-frame (FLF2V) model cannot generate a segment without an end image (its image encoder
+    takes the pair); I2V models and VACE guides can."""
+    if mode != "independent" or len(images) >= (n if continuing else n + 1):
+        return
+    try:
+        from source.generation.model_catalog import load_catalog
+
+        spec = load_catalog().lookup(model)
+    except Exception:  # a broken user catalog: judge by the name (the bridge reports the catalog error)
+        spec = None
+    if (spec.kind if spec is not None else ("flf2v" if "flf2v" in model.lower() else None)) == "flf2v":
+        problems.append(f"segment {n - 1} has no end image, but {model!r} is a first-last-frame model that needs "
+                        f"one: give {n if continuing else n + 1} images, or use an I2V or VACE model")
+
+
 def _check_model_mode(model: str, requested: str | None, mode: str | None, problems: list[str]) -> None:
     inferred = infer_mode(model)
     if mode is None:
@@ -504,6 +522,7 @@ def _plan_from_seed(d: SeedOrchestratorDetails, *, continue_frames: int | None, 
     mode = mode_req or infer_mode(d.model_name)
     _check_model_mode(d.model_name, mode_req, mode, problems)
     mode = mode or "chained"
+    _check_free_end(d.model_name, mode, images, n, continuing, problems)
     if d.base_prompts_expanded is None:
         problems.append("base_prompts_expanded is missing (one prompt per segment)")
     prompts = _expand("base_prompts_expanded", d.base_prompts_expanded, n, problems, default="")

@@ -296,6 +296,9 @@ def test_free_last_segment_end_to_end_chained_and_independent(harness, tiny_mode
 
     _, indep = load_payload("travel_independent")
     indep.update(images=indep["images"][:2], num_segments=2, frames=9)
+    with pytest.raises(InvalidInput, match="segment 1 has no end image, but 'tiny-flf2v' is a first-last-frame"):
+        harness.orchestrate("travel_between_images", indep, "orch-free-flf")
+    indep.update(model="tiny-i2v22")  # Wan 2.2 I2V: start + end, or a start image alone
     children = harness.orchestrate("travel_between_images", indep, "orch-free-ind")
     assert [(c.params["start_image"], c.params["end_image"]) for c in children[:2]] == [
         (IMAGES[0], IMAGES[1]), (IMAGES[1], None)]

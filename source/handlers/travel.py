@@ -12,8 +12,8 @@ Task types:
     segments run in parallel on any number of workers.
 - `travel_segment`: generate one segment (guide + mask for chained VACE, start + end image otherwise),
   colour-match it toward its anchors (default on), check its frame count against the plan. A last segment
-  without an end image continues freely: its guide ends in grey (generated) frames, a first-last-frame model
-  gets its start image only, and colour matching pulls toward the start image alone.
+  without an end image continues freely: its guide ends in grey (generated) frames, an I2V model gets its
+  start image only (the planner refuses FLF2V models there), colour matching pulls toward the start alone.
 - `travel_stitch`: cross-fade the segments (and the continued video first, if any) into the final video,
   optionally at a higher fps (RIFE) and upscaled; check the final frame count against the plan.
 
