@@ -179,7 +179,7 @@ def _pose_of(path: Path, what: str):
 
 
 def pose_guide_frames(input_pose_out: Path, target_pose_out: Path, n: int, width: int, height: int):
-    from source.media.pose import interpolated_skeleton_frames
+    from source.media.pose_render import interpolated_skeleton_frames
 
     a = _pose_of(input_pose_out, "input image's")
     b = _pose_of(target_pose_out, "generated image's")
