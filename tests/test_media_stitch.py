@@ -265,3 +265,5 @@ def test_encoder_choice_cpu_fallback_is_recorded(tmp_path, monkeypatch):
                        atol=3)
     with pytest.raises(ValueError, match="unknown video encoder"):
         choose_encoder(160, 96, "x265")
+    monkeypatch.setenv(ENCODER_ENV, "x265")  # a typo in the worker's environment: warned, then auto
+    assert choose_encoder(160, 96) == (codec, note)

@@ -85,6 +85,10 @@ def choose_encoder(width: int, height: int, prefer: str = "auto") -> tuple[str, 
     a codec name -> that codec (libx264 when it cannot open, with the reason in the note)."""
     if prefer == "auto":
         prefer = (os.environ.get(ENCODER_ENV) or "auto").strip().lower()
+        if prefer not in ("auto", CPU_ENCODER, GPU_ENCODER):
+            # operator configuration, not task input: a typo must not fail every video, so say so and go on
+            log.warning("$%s=%r is not auto, %s or %s; using auto", ENCODER_ENV, prefer, CPU_ENCODER, GPU_ENCODER)
+            prefer = "auto"
     if prefer == CPU_ENCODER:
         return CPU_ENCODER, "libx264 requested"
     if prefer not in ("auto", GPU_ENCODER):
@@ -127,6 +131,7 @@ class VideoWriter:
         self._queue: queue.Queue | None = queue.Queue(maxsize=max(1, queue_frames)) if threaded else None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._discard = False  # set by abort(): queued frames are dropped, not encoded
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -210,7 +215,7 @@ class VideoWriter:
             item = self._queue.get()
             if item is _STOP:
                 return
-            if self._error is not None:
+            if self._error is not None or self._discard:
                 continue  # keep draining so the writer never blocks; write() raises the error
             try:
                 self._encode(item)
@@ -239,6 +244,7 @@ class VideoWriter:
         """Stop without flushing (the file is removed by __exit__)."""
         if self._container is None:
             return
+        self._discard = True
         try:
             self._stop_thread()
         finally:
