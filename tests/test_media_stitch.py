@@ -209,7 +209,7 @@ def test_decoded_frames_and_arrays_mix_in_one_threaded_video(tmp_path):
         w.write(np.full((24, 32, 3), 10, np.uint8))
     assert np.allclose(levels(tmp_path / "mix.mp4"), [30, 200, 60, 90, 150, 180, 10], atol=2.5)
     # a frame tagged BT.709 would shift colours if passed through: it goes the RGB way
-    tagged = list(iter_video_frames(a))[0]
+    tagged = next(iter(iter_video_frames(a)))
     tagged.colorspace = 1
     assert not passthrough_ok(tagged, 32, 24)
     assert not passthrough_ok(decoded[0], 64, 48)
@@ -229,17 +229,15 @@ def test_threaded_writer_gives_the_same_frames_and_cleans_up_on_error(tmp_path):
     assert np.array_equal(np.stack(read_frames(tmp_path / "tFalse.mp4")),
                           np.stack(read_frames(tmp_path / "tTrue.mp4")))
     before = threading.active_count()
-    with pytest.raises(RuntimeError, match="boom"):
-        with VideoWriter(tmp_path / "bad.mp4", threaded=True) as w:
-            for f in frames[:3]:
-                w.write(f)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), VideoWriter(tmp_path / "bad.mp4", threaded=True) as w:
+        for f in frames[:3]:
+            w.write(f)
+        raise RuntimeError("boom")
     assert not (tmp_path / "bad.mp4").exists()
     assert threading.active_count() == before  # the encoder thread was stopped
-    with pytest.raises(ValueError, match="differs"):
-        with VideoWriter(tmp_path / "bad2.mp4", threaded=True) as w:
-            w.write(frames[0])
-            w.write(frames[0][:32])
+    with pytest.raises(ValueError, match="differs"), VideoWriter(tmp_path / "bad2.mp4", threaded=True) as w:
+        w.write(frames[0])
+        w.write(frames[0][:32])
     assert not (tmp_path / "bad2.mp4").exists()
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -40,7 +40,7 @@ ENCODER_ENV = "HEADLESS_VIDEO_ENCODER"  # auto (default) | libx264 | h264_nvenc
 _BT601_LIKE = {2, 5, 6}
 _STOP = object()
 
-Frame = Union[np.ndarray, av.VideoFrame]
+Frame = np.ndarray | av.VideoFrame  # what VideoWriter.write takes
 
 
 @dataclass(frozen=True)
