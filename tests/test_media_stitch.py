@@ -265,3 +265,19 @@ def test_encoder_choice_cpu_fallback_is_recorded(tmp_path, monkeypatch):
         choose_encoder(160, 96, "x265")
     monkeypatch.setenv(ENCODER_ENV, "x265")  # a typo in the worker's environment: warned, then auto
     assert choose_encoder(160, 96) == (codec, note)
+
+
+def test_join_frames_match_their_passed_through_neighbours(tmp_path):
+    """A still video stitched to itself: blended frames (through RGB) must not step in brightness against the
+    frames passed straight to the encoder (swscale's default yuv->rgb would darken them by ~1 level)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(Path(__file__).resolve().parent.parent / "samples/images/astronaut.png")
+                     .convert("RGB").resize((128, 80)))
+    write_video([img] * 10, tmp_path / "still.mp4")
+    stitch_videos([tmp_path / "still.mp4"] * 2, [4], tmp_path / "out.mp4", fps=16)
+    frames = read_frames(tmp_path / "out.mp4")
+    assert len(frames) == 16
+    means = np.array([f.astype(np.float64).mean() for f in frames])
+    passed, blended = np.r_[means[:6], means[10:]], means[6:10]
+    assert np.abs(blended - passed.mean()).max() < 0.3, means

@@ -39,7 +39,7 @@ import numpy as np
 
 from source.media.images import resize_frame
 from source.media.video_io import (Frame, VideoWriter, iter_frames, iter_video_frames, passthrough_ok,
-                                   probe_video)
+                                   probe_video, to_rgb)
 from source.task_context import InvalidInput
 
 ProgressFn = Callable[[float, str], None]
@@ -107,10 +107,6 @@ class _Blender:
         return out
 
 
-def _rgb(frame: Frame) -> np.ndarray:
-    return frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
-
-
 def _segment_frames(path: Path, size: tuple[int, int], rgb: bool) -> Iterator[Frame]:
     """A segment's frames at `size`: decoded frames the encoder can take as they are stay av.VideoFrames
     (unless `rgb`), the others become resized RGB arrays."""
@@ -137,7 +133,7 @@ def _crossfaded(segments: list[Path], overlaps: list[int], size: tuple[int, int]
             if count < o_in:
                 k = count + 1
                 # the tail frame was never yielded, so it is blended in place
-                frame = blend(_rgb(tail.popleft()), _rgb(frame), float(alphas[count]))
+                frame = blend(to_rgb(tail.popleft()), to_rgb(frame), float(alphas[count]))
                 if sharpen > 0:
                     frame = _sharpen(frame, sharpen * math.sin(math.pi * k / (o_in + 1)))
             count += 1

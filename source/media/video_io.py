@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import av
+import cv2
 import numpy as np
 from av.video.frame import PictureType
 
@@ -104,6 +105,19 @@ def passthrough_ok(frame: av.VideoFrame, width: int, height: int) -> bool:
     RGB path would read as BT.601 -- so passed-through and RGB-processed frames of one video match."""
     return (frame.format.name == "yuv420p" and frame.width == width and frame.height == height
             and width % 2 == 0 and height % 2 == 0 and frame.colorspace in _BT601_LIKE)
+
+
+def to_rgb(frame: Frame) -> np.ndarray:
+    """A frame as a fresh (H, W, 3) uint8 RGB array (arrays are returned as they are).
+
+    Frames that could pass through (`passthrough_ok`) are converted with OpenCV's BT.601 I420 conversion:
+    3x faster than swscale's default here and unbiased -- swscale's default yuv->rgb darkens luma by about
+    one level, which would show as a step where blended join frames meet passed-through ones."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    if passthrough_ok(frame, frame.width, frame.height):
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
 
 
 class VideoWriter:
