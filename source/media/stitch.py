@@ -17,8 +17,9 @@ video's length. fps upsampling (RIFE between consecutive output frames: (n-1)*m+
 upscaling run on the same stream before the encoder.
 
 Speed. Frames stay as decoded yuv420p `av.VideoFrame`s and go to the encoder untouched unless something
-must change them: only the frames of a join are converted to RGB, blended (in place into the earlier
-segment's frame, through two float32 scratch buffers reused for the whole stitch) and converted back. RIFE,
+must change them: only the frames of a join are converted to RGB (video_io.to_rgb: unbiased, so joins
+do not step in brightness against their neighbours), blended (in place into the earlier segment's frame,
+through two float32 scratch buffers reused for the whole stitch) and converted back. RIFE,
 upscaling or a segment of another size or colour space switch those frames to RGB. Encoding runs on its own
 thread (video_io.VideoWriter(threaded=True)), libx264 on all cores, or NVENC when a GPU encoder opens; the
 codec used is in StitchResult.encoder.
