@@ -15,6 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
+from source.downloads import private_networks_from  # noqa: E402
 from source.event_log import EventLog  # noqa: E402
 from source.storage import Storage  # noqa: E402
 from source.store.task_store import TaskStore, redact_url  # noqa: E402
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where outputs go for non-SQLite databases (default ./outputs)")
     p.add_argument("--input-root", type=Path, action="append", default=[],
                    help="a folder task params may read files from (repeatable; also $HEADLESS_INPUT_ROOTS)")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="let task inputs be downloaded from loopback, private and link-local addresses (a LAN "
+                        "file server); refused by default (also $HEADLESS_ALLOW_PRIVATE_URLS=1)")
     p.add_argument("--keep-work-dirs", action="store_true", help="keep each task's scratch folder")
     p.add_argument("--supabase-url", default=None,
                    help="publish outputs to this Supabase project's Storage; output_location becomes the public "
@@ -80,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         log.emit("worker_stopped", reason="database unavailable", database=redact_url(args.db),
                  error=f"{type(exc).__name__}: {exc}"[:500])
+        return 2
+    if args.allow_private_urls:  # read by source.downloads.DownloadLimits (one home for the rule)
+        os.environ["HEADLESS_ALLOW_PRIVATE_URLS"] = "1"
+    try:
+        private_networks_from(os.environ.get("HEADLESS_ALLOW_PRIVATE_URLS"))
+    except ValueError as exc:  # a typo here must stop the worker at start, not fail every download
+        log.emit("worker_stopped", reason="invalid download settings", error=str(exc)[:300])
+        store.close()
         return 2
     storage = Storage.for_database(store.url, outputs_dir=args.output_dir, input_roots=input_roots(args))
     try:

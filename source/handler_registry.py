@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from source.task_context import HandlerResult, InvalidInput, TaskContext
+from source.errors import InvalidInput
+from source.task_context import HandlerResult, TaskContext
 
 # Modules that register handlers when imported. Each task family lives in its own module.
 HANDLER_MODULES = [
@@ -28,6 +29,10 @@ HANDLER_MODULES = [
     "source.handlers.extract_frame",
     "source.handlers.single_image",
     "source.handlers.different_perspective",
+    "source.handlers.speech",
+    "source.handlers.compose",
+    "source.handlers.narrated_video",
+    "source.handlers.storyboard",
 ]
 
 

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from source.downloads import DownloadLimits, download_to_cache, is_url
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -85,14 +85,15 @@ class Storage:
         return str(path)
 
     # -- inputs --------------------------------------------------------------------------------
-    def resolve_input(self, ref: str, *, kind: str = "file") -> Path:
+    def resolve_input(self, ref: str, *, kind: str = "file", should_stop=None) -> Path:
         """A local path for an untrusted reference: an http(s) URL, or a path inside an input root.
         Relative paths are tried against the location base (so `files/x.mp4` works), then the files dir."""
         if not isinstance(ref, str) or not ref.strip():
             raise InvalidInput(f"{kind}: expected a path or URL, got {ref!r}")
         ref = ref.strip()
         if is_url(ref):
-            return download_to_cache(ref, self.download_dir, self.download_limits, what=kind)
+            return download_to_cache(ref, self.download_dir, self.download_limits, what=kind,
+                                     should_stop=should_stop)
         if "\x00" in ref:
             raise InvalidInput(f"{kind}: invalid path")
         candidates = []

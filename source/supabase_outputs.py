@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from source.task_context import TransientError
+from source.errors import TransientError
 
 DEFAULT_BUCKET = "image_uploads"  # the seed's SUPABASE_VIDEO_BUCKET default
 

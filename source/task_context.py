@@ -12,28 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from source.errors import (  # noqa: F401 - re-exported: handlers import them from here
+    FatalWorkerError,
+    InvalidInput,
+    TaskCancelled,
+    TaskError,
+    TransientError,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     from source.storage import Storage
-
-
-class TaskError(Exception):
-    """Base of the errors a handler raises on purpose. The message is shown to people: make it clear."""
-
-
-class InvalidInput(TaskError):
-    """The task can never succeed as given (bad params, missing file, wrong size): Failed at once."""
-
-
-class TransientError(TaskError):
-    """Worth another try later (I/O, network, out of memory): Queued again with backoff until max_attempts."""
-
-
-class TaskCancelled(Exception):
-    """Raised inside a handler when the task's cancel was requested; the worker marks it Cancelled."""
-
-
-class FatalWorkerError(Exception):
-    """The process is poisoned (e.g. a CUDA error): the task is handed back and the worker exits non-zero."""
 
 
 _CHILD_NAMESPACE = uuid.UUID("5b0f3d1e-3c4e-4c55-9a51-6f1d8c1e2a77")
@@ -132,14 +120,15 @@ class TaskContext:
 
     def resolve_input(self, ref: str, *, kind: str = "file") -> Path:
         """A local, readable path for an untrusted path or URL from params (downloads are bounded)."""
-        return self.storage.resolve_input(ref, kind=kind)
+        # The cancellation check (it includes the task's time limit) can stop a download mid-body.
+        return self.storage.resolve_input(ref, kind=kind, should_stop=self._is_cancelled)
 
     def output_of(self, task_id: str) -> Path:
         """The local file of another task's output (it must be Complete)."""
         location = self._task_output(task_id)
         if not location:
             raise InvalidInput(f"task {task_id} has no output (it does not exist or is not Complete)")
-        return self.storage.resolve_input(location, kind="task output")
+        return self.storage.resolve_input(location, kind="task output", should_stop=self._is_cancelled)
 
     def log(self, event: str, **fields: Any) -> None:
         self._log(event, task_id=self.task_id, **fields)

@@ -30,7 +30,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 MIN_SEGMENT_FRAMES = 5
 MAX_SEGMENT_FRAMES = 1025

@@ -25,7 +25,8 @@ from source.handler_registry import run_handler
 from source.storage import Storage
 from source.store.task_store import Claim, TaskStore, parse_params
 from source.store.wakeup import Waker, make_waker
-from source.task_context import FatalWorkerError, HandlerResult, InvalidInput, TaskCancelled, TaskContext
+from source.errors import FatalWorkerError, InvalidInput, TaskCancelled
+from source.task_context import HandlerResult, TaskContext
 
 
 @dataclass
@@ -46,7 +47,7 @@ class WorkerConfig:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    from source.task_context import TransientError
+    from source.errors import TransientError
 
     if isinstance(exc, (TransientError, OSError, MemoryError)):
         return True

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
@@ -18,3 +20,13 @@ pytest_plugins = [
     "tests.fixtures_db",
     "tests.fixtures_models",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Settings are read once per process; a test that changes the environment gets them read again."""
+    from source import settings
+
+    settings.reset()
+    yield
+    settings.reset()

@@ -89,8 +89,9 @@ def test_two_machines_share_outputs_through_storage(pg_url, storage_service, tmp
     env = {"SUPABASE_URL": storage_service.url, "SUPABASE_SERVICE_ROLE_KEY": KEY}
     a = WorkerProcess(pg_url, tmp_path / "logs", *FAST, "--exit-when-idle", "--task-types", "rife_interpolate_images",
                       "--output-dir", str(tmp_path / "machine_a"), worker_id="A", env=env)
+    # B downloads A's output from the stand-in on 127.0.0.1: a loopback address, so it must opt in.
     b = WorkerProcess(pg_url, tmp_path / "logs", *FAST, "--exit-when-idle", "--task-types", "extract_frame",
-                      "--output-dir", str(tmp_path / "machine_b"), worker_id="B", env=env)
+                      "--output-dir", str(tmp_path / "machine_b"), "--allow-private-urls", worker_id="B", env=env)
     try:
         assert a.wait(180) == 0, a.stderr_tail()
         assert b.wait(180) == 0, b.stderr_tail()

@@ -23,7 +23,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from source.model_files import sha256_of
 from source.generation.model_catalog import IMAGE_KINDS, ModelSpec, SpeedLora, load_catalog
-from source.task_context import InvalidInput, TaskContext
+from source.errors import InvalidInput
+from source.task_context import TaskContext
 
 CACHE_KEY_VERSION = "gen-v1"
 MAX_SIDE = 4096

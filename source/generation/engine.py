@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from source.generation.model_catalog import TWO_EXPERT_KINDS, ModelSpec, SpeedLora
-from source.task_context import FatalWorkerError, InvalidInput, TaskCancelled, TransientError
+from source.errors import FatalWorkerError, InvalidInput, TaskCancelled, TransientError
 
 _CUDA_FATAL_MARKERS = ("cuda error", "cublas", "cudnn_status", "device-side assert", "illegal memory access",
                        "unspecified launch failure", "nccl", "ecc error", "misaligned address")

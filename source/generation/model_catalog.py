@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 # Pipeline kinds: which diffusers pipeline runs them and which inputs they take.
 KINDS = {

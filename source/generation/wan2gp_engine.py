@@ -22,7 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from source.task_context import InvalidInput, TaskCancelled, TaskContext, TransientError
+from source.errors import InvalidInput, TaskCancelled, TransientError
+from source.task_context import TaskContext
 
 # Our catalog names -> WanGP model types (other names are passed through unchanged).
 WAN2GP_TYPES = {

@@ -11,7 +11,8 @@ from pydantic import Field
 
 from source.handler_registry import register
 from source.handlers.openpose import VisualInputParams, resolve_visual_input
-from source.task_context import HandlerResult, InvalidInput, TaskContext
+from source.errors import InvalidInput
+from source.task_context import HandlerResult, TaskContext
 
 
 class DepthParams(VisualInputParams):

@@ -28,7 +28,8 @@ import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from source.handler_registry import register
-from source.task_context import ChildTask, HandlerResult, InvalidInput, TaskContext, child_task_id
+from source.errors import InvalidInput
+from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 
 DEFAULT_AREA = 832 * 480
 _RES = re.compile(r"^\s*(\d+)\s*[xX*×]\s*(\d+)\s*$")
@@ -189,7 +190,7 @@ def _pose_of(path: Path, what: str):
 
 
 def pose_guide_frames(input_pose_out: Path, target_pose_out: Path, n: int, width: int, height: int):
-    from source.media.pose import interpolated_skeleton_frames
+    from source.media.pose_render import interpolated_skeleton_frames
 
     a = _pose_of(input_pose_out, "input image's")
     b = _pose_of(target_pose_out, "generated image's")

@@ -12,7 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from source.handler_registry import register
-from source.task_context import HandlerResult, InvalidInput, TaskContext
+from source.errors import InvalidInput
+from source.task_context import HandlerResult, TaskContext
 
 
 class ExtractFrameParams(BaseModel):

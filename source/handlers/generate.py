@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from source.handler_registry import register
-from source.task_context import HandlerResult, InvalidInput, TaskContext
+from source.errors import InvalidInput
+from source.task_context import HandlerResult, TaskContext
 
 
 class GenerateParams(BaseModel):

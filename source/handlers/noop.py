@@ -13,7 +13,8 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from source.handler_registry import register
-from source.task_context import FatalWorkerError, HandlerResult, InvalidInput, TaskContext, TransientError
+from source.errors import FatalWorkerError, InvalidInput, TransientError
+from source.task_context import HandlerResult, TaskContext
 
 
 class NoopParams(BaseModel):

@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from source.handler_registry import register
 from source.media.images import load_image_rgb, resize_frame, save_png
-from source.task_context import ChildTask, HandlerResult, InvalidInput, TaskContext, TaskError, child_task_id
+from source.errors import InvalidInput, TaskError
+from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 from source.travel_plan import (
     Mode, SeedTravelParams, TravelParams, TravelPlan, format_resolution, parse_resolution, plan_travel,
 )

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from source.media.video_io import VideoWriter, as_uint8_rgb, iter_frames
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 STD_RATIO_RANGE = (0.5, 2.0)
 

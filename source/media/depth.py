@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from source.task_context import InvalidInput, TransientError
+from source.errors import InvalidInput, TransientError
 
 # name -> Hugging Face Hub repo id. "tiny-depth" is a random-weight model built locally (tests, demos).
 DEPTH_MODELS: dict[str, str] = {

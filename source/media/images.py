@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 MAX_IMAGE_PIXELS = 8192 * 8192  # refuse decompression bombs with a clear message
 MIN_IMAGE_SIDE = 8

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 PAD_MULTIPLE = 64                      # coarsest block: /16 resize, then two stride-2 convolutions
 SCALES = (16, 8, 4, 2, 1)              # per-block working scale (input is shrunk by this factor)

@@ -38,10 +38,10 @@ import av
 import cv2
 import numpy as np
 
+from source.errors import InvalidInput
 from source.media.images import resize_frame
 from source.media.video_io import (Frame, VideoWriter, iter_frames, iter_video_frames, passthrough_ok,
                                    probe_video, to_rgb)
-from source.task_context import InvalidInput
 
 ProgressFn = Callable[[float, str], None]
 MAX_FPS_MULTIPLIER = 8

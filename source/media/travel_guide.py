@@ -21,7 +21,7 @@ import numpy as np
 
 from source.media.images import resize_frame
 from source.media.video_io import VideoWriter, iter_frames
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 GREY = 128
 KEEP = 0        # mask value: keep the guide's frame

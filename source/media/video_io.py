@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from av.video.frame import PictureType
 
-from source.task_context import InvalidInput
+from source.errors import InvalidInput
 
 log = logging.getLogger("headless.media")
 

@@ -1,0 +1,175 @@
+"""Settings: every default and every environment variable the product reads, in one place, read once.
+
+`settings()` builds a `Settings` from the environment the first time it is called and then returns the
+same object; entry points (headless.py, add_task.py) may `configure()` one built from their flags
+first. Modules never read `HEADLESS_*` variables themselves: they ask `settings()`.
+
+Tests that change the environment call `reset()` (the suite's conftest does so before every test), so the
+next `settings()` reads it again.
+
+| variable | field | default |
+|---|---|---|
+| HEADLESS_DB_URL | db_url | sqlite:///tasks.db |
+| HEADLESS_INPUT_ROOTS (os.pathsep list) | input_roots | () |
+| HEADLESS_OUTPUT_DIR | output_dir | outputs |
+| HEADLESS_MODEL_CACHE | model_cache | ~/.cache/headless-wan/models |
+| HEADLESS_MODEL_CATALOG | model_catalog | none |
+| HEADLESS_LORA_DIR | lora_dir | none |
+| HEADLESS_ENGINE | engine | diffusers |
+| HEADLESS_DEVICE / DTYPE / MEMORY / VAE_TILING | device / dtype / memory / vae_tiling | auto |
+| HEADLESS_VAE_FP32 | vae_fp32 | on |
+| HEADLESS_ATTENTION | attention | none (native) |
+| HEADLESS_COMPILE | compile | off |
+| HEADLESS_MAX_LORAS | max_loras | 8 |
+| HEADLESS_HF_CACHE | hf_cache | huggingface_hub's |
+| HF_TOKEN / HUGGING_FACE_HUB_TOKEN | hf_token | none |
+| HF_HUB_OFFLINE | hub_offline | off |
+| HEADLESS_POSE_MODEL / HEADLESS_RIFE_WEIGHTS | pose_model / rife_weights | obtained on first use |
+| HEADLESS_MAX_DOWNLOAD_BYTES | max_download_bytes | 2 GiB |
+| HEADLESS_DOWNLOAD_TIMEOUT_S | download_timeout_s | 120 |
+| HEADLESS_PG_NO_PREPARE | pg_no_prepare | off (on behind a transaction pooler, port 6543) |
+| WAN2GP_DIR / WAN2GP_ARGS | wan2gp_dir / wan2gp_args | ./Wan2GP / none |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_DB_URL = "sqlite:///tasks.db"
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    return default if not value else value in _TRUE
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> Any:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a number") from None
+
+
+class SettingsError(ValueError):
+    """A setting with a value the product cannot use: the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the product. Fields are plain values; build with `from_env()` or `replace()`."""
+
+    # queue and files
+    db_url: str = DEFAULT_DB_URL
+    input_roots: tuple[Path, ...] = ()
+    output_dir: Path = Path("outputs")
+    pg_no_prepare: bool = False
+    # models
+    model_cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "headless-wan" / "models")
+    model_catalog: Path | None = None
+    lora_dir: Path | None = None
+    pose_model: Path | None = None
+    rife_weights: Path | None = None
+    # generation engine
+    engine: str = "diffusers"
+    device: str = "auto"
+    dtype: str = "auto"
+    memory: str = "auto"
+    vae_tiling: str = "auto"
+    vae_fp32: bool = True
+    attention: str | None = None
+    compile: bool = False
+    max_loras: int = 8
+    hf_cache: str | None = None
+    hf_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    hub_offline: bool = False
+    wan2gp_dir: Path | None = None
+    wan2gp_args: str = ""
+    # downloads of untrusted URLs
+    max_download_bytes: int = 2 * 1024**3
+    download_timeout_s: float = 120.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+
+        def path(name: str) -> Path | None:
+            value = _text(env, name)
+            return Path(value).expanduser() if value else None
+
+        return cls(
+            db_url=_text(env, "HEADLESS_DB_URL", DEFAULT_DB_URL),
+            input_roots=tuple(Path(p).expanduser() for p in env.get("HEADLESS_INPUT_ROOTS", "").split(os.pathsep)
+                              if p.strip()),
+            output_dir=path("HEADLESS_OUTPUT_DIR") or Path("outputs"),
+            pg_no_prepare=_flag(env, "HEADLESS_PG_NO_PREPARE", False),
+            model_cache=path("HEADLESS_MODEL_CACHE") or Path.home() / ".cache" / "headless-wan" / "models",
+            model_catalog=path("HEADLESS_MODEL_CATALOG"),
+            lora_dir=path("HEADLESS_LORA_DIR"),
+            pose_model=path("HEADLESS_POSE_MODEL"),
+            rife_weights=path("HEADLESS_RIFE_WEIGHTS"),
+            engine=(_text(env, "HEADLESS_ENGINE", "diffusers") or "diffusers").lower(),
+            device=_text(env, "HEADLESS_DEVICE", "auto"),
+            dtype=_text(env, "HEADLESS_DTYPE", "auto"),
+            memory=_text(env, "HEADLESS_MEMORY", "auto"),
+            vae_tiling=_text(env, "HEADLESS_VAE_TILING", "auto"),
+            vae_fp32=_flag(env, "HEADLESS_VAE_FP32", True),
+            attention=_text(env, "HEADLESS_ATTENTION"),
+            compile=_flag(env, "HEADLESS_COMPILE", False),
+            max_loras=_number(env, "HEADLESS_MAX_LORAS", 8, int),
+            hf_cache=_text(env, "HEADLESS_HF_CACHE"),
+            hf_token=_text(env, "HF_TOKEN") or _text(env, "HUGGING_FACE_HUB_TOKEN"),
+            hub_offline=_flag(env, "HF_HUB_OFFLINE", False),
+            wan2gp_dir=path("WAN2GP_DIR"),
+            wan2gp_args=_text(env, "WAN2GP_ARGS", "") or "",
+            max_download_bytes=_number(env, "HEADLESS_MAX_DOWNLOAD_BYTES", 2 * 1024**3, int),
+            download_timeout_s=_number(env, "HEADLESS_DOWNLOAD_TIMEOUT_S", 120.0),
+        )
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+_current: Settings | None = None
+_lock = threading.Lock()
+
+
+def settings() -> Settings:
+    """The process's settings (read from the environment on first use, unless configured)."""
+    global _current
+    current = _current
+    if current is None:
+        with _lock:
+            if _current is None:
+                _current = Settings.from_env()
+            current = _current
+    return current
+
+
+def configure(value: Settings) -> Settings:
+    """Install the settings an entry point built (flags over environment) before anything reads them."""
+    global _current
+    with _lock:
+        _current = value
+    return value
+
+
+def reset() -> None:
+    """Forget the settings, so the next `settings()` reads the environment again (tests)."""
+    global _current
+    with _lock:
+        _current = None
