@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from source.media.stitch import (count_frames, crossfade_weights, stitch_videos, upsample_fps,
-                                 upscale_video)
+from source.media.stitch import count_frames, crossfade_weights, stitch_videos, upsample_fps, upscale_video
 from source.media.video_io import probe_video, read_frames, write_video
 from source.task_context import InvalidInput
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import av
 import cv2
@@ -40,8 +40,15 @@ import numpy as np
 
 from source.errors import InvalidInput
 from source.media.images import resize_frame
-from source.media.video_io import (Frame, VideoWriter, iter_frames, iter_video_frames, passthrough_ok,
-                                   probe_video, to_rgb)
+from source.media.video_io import (
+    Frame,
+    VideoWriter,
+    iter_frames,
+    iter_video_frames,
+    passthrough_ok,
+    probe_video,
+    to_rgb,
+)
 
 ProgressFn = Callable[[float, str], None]
 MAX_FPS_MULTIPLIER = 8

@@ -18,11 +18,11 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import cv2
@@ -147,7 +147,7 @@ class VideoWriter:
         self._error: BaseException | None = None
         self._discard = False  # set by abort(): queued frames are dropped, not encoded
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def _open(self, height: int, width: int) -> None:
