@@ -148,6 +148,7 @@ def _assert_final(harness: Harness, ids: dict, expected: int, size=(64, 64)) -> 
     final = harness.path(harness.outputs[ids["stitch"]])
     info = probe_video(final)
     assert info.frames == expected == harness.results[ids["stitch"]]["frames"]
+    assert harness.results[ids["stitch"]]["encoder"] in ("libx264", "h264_nvenc")  # the choice is recorded
     assert (info.width, info.height) == size
     return final
 

@@ -332,8 +332,10 @@ def handle_travel_stitch(p: TravelStitchParams, ctx: TaskContext) -> HandlerResu
                            fps_multiplier=p.fps_multiplier, upscale_to=upscale,
                            progress=lambda f, m: ctx.progress(f, m))
     _check_frames("the stitched video", result.frames, p.expected_frames)
+    ctx.log("video_encoder", encoder=result.encoder)  # libx264, or h264_nvenc where a GPU encoder opened
     return HandlerResult(output_location=ctx.location_for(final), result={
         "frames": result.frames, "width": result.width, "height": result.height, "fps": result.fps,
         "segments": len(p.segment_task_ids), "keep_intermediates": p.keep_intermediates,
         "adjustments": dict(p.adjustments),
+        "encoder": result.encoder,
     })
