@@ -29,6 +29,9 @@ HANDLER_MODULES = [
     "source.handlers.extract_frame",
     "source.handlers.single_image",
     "source.handlers.different_perspective",
+    "source.handlers.join_clips",
+    "source.handlers.inpaint_frames",
+    "source.handlers.edit_video",
 ]
 
 

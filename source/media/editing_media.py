@@ -1,0 +1,281 @@
+"""Media for video editing: bridge guides, frame-range assembly with the clips' audio, lossless splicing.
+
+- `write_bridge_guide`: the guide and mask of one VACE bridge: context frames before (kept, mask black),
+  mid-grey frames to generate (mask white), context frames after (kept).
+- `assemble`: the final video of a join / edit, streamed: pieces (frame ranges of source clips or of
+  bridges) are decoded one frame at a time and encoded once (H.264). Audio is carried through: each clip
+  piece brings the audio under its frames, a bridge piece brings silence of its duration; sample
+  boundaries are computed from the cumulative frame count, so audio never drifts from the picture.
+- `splice_lossless` (inpaint_frames): frames outside [start, end) are handed to the encoder exactly as
+  the decoder produced them (same pixel format, no colour conversion) and encoded losslessly: libx264 with
+  qp=0 for 8-bit YUV 4:2:0/4:2:2/4:4:4 sources (MP4), FFV1 (Matroska) otherwise. Decoding the output gives
+  those frames bit for bit. Audio packets are copied unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import av
+import numpy as np
+
+from source.errors import InvalidInput
+from source.media.images import resize_frame
+from source.media.travel_guide import GENERATE, GREY, KEEP
+from source.media.video_io import VideoWriter, iter_frames
+
+ProgressFn = Callable[[float, str], None]
+AUDIO_RATE = 48000
+AUDIO_LAYOUT = "stereo"
+X264_LOSSLESS_FORMATS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p")
+
+
+# ----------------------------------------------------------------------------------------- reading
+def read_range(path: Path, start: int, end: int, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """Frames [start, end) of a video as RGB (resized to size=(w, h) when given); decodes up to `end`."""
+    out: list[np.ndarray] = []
+    if end <= start:
+        return out
+    for i, frame in enumerate(iter_frames(path)):
+        if i >= end:
+            break
+        if i >= start:
+            out.append(resize_frame(frame, size) if size else frame)
+    if len(out) != end - start:
+        raise InvalidInput(f"{Path(path).name} has fewer frames than needed: frames [{start}, {end}) were "
+                           f"asked for, {start + len(out)} exist")
+    return out
+
+
+def video_fps(path: Path) -> float:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return float(s.average_rate or s.guessed_rate or 16)
+
+
+def has_audio(path: Path) -> bool:
+    try:
+        with av.open(str(path)) as c:
+            return bool(c.streams.audio)
+    except av.error.FFmpegError:  # type: ignore[attr-defined]
+        return False
+
+
+# ----------------------------------------------------------------------------------------- guide
+def write_bridge_guide(guide_path: Path, mask_path: Path, *, before: Sequence[np.ndarray], gap: int,
+                       after: Sequence[np.ndarray], size: tuple[int, int], fps: float) -> int:
+    """Guide + mask of len(before) + gap + len(after) frames at size=(w, h); returns the frame count."""
+    if gap < 1:
+        raise ValueError(f"a bridge needs at least one frame to generate, got gap={gap}")
+    width, height = size
+    grey = np.full((height, width, 3), GREY, dtype=np.uint8)
+    black = np.full((height, width, 3), KEEP, dtype=np.uint8)
+    white = np.full((height, width, 3), GENERATE, dtype=np.uint8)
+    # lossless-ish settings: these videos are inputs to the model, not for people
+    with VideoWriter(guide_path, fps=fps, crf=10) as guide, VideoWriter(mask_path, fps=fps, crf=0) as mask:
+        for frame in before:
+            guide.write(resize_frame(frame, size))
+            mask.write(black)
+        for _ in range(gap):
+            guide.write(grey)
+            mask.write(white)
+        for frame in after:
+            guide.write(resize_frame(frame, size))
+            mask.write(black)
+    return guide.count
+
+
+# ----------------------------------------------------------------------------------------- assembly
+@dataclass(frozen=True)
+class Source:
+    """Frames [start, end) of `path`; `audio` says whether that piece's own audio is used (else silence)."""
+
+    path: Path
+    start: int
+    end: int
+    audio: bool
+
+
+def _piece_frames(src: Source, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    got = 0
+    for i, frame in enumerate(iter_frames(src.path)):
+        if i >= src.end:
+            break
+        if i >= src.start:
+            got += 1
+            yield resize_frame(frame, size)
+    if got != src.end - src.start:
+        raise InvalidInput(f"{src.path.name} ended after {src.start + got} frames; frames [{src.start}, "
+                           f"{src.end}) were planned")
+
+
+def assemble(sources: Sequence[Source], output: Path, *, fps: float, size: tuple[int, int],
+             crf: int = 16, progress: ProgressFn | None = None) -> int:
+    """Concatenate the pieces into `output` (H.264, + AAC when any audio piece has audio); returns frames."""
+    output = Path(output)
+    total = sum(s.end - s.start for s in sources)
+    every = max(1, total // 50)
+    tmp = output.with_name(f".{output.stem}.video.part.mp4")
+    try:
+        with VideoWriter(tmp, fps=fps, crf=crf) as writer:
+            for src in sources:
+                for frame in _piece_frames(src, size):
+                    writer.write(frame)
+                    if progress is not None and writer.count % every == 0:
+                        progress(0.95 * writer.count / max(total, 1), f"stitched {writer.count}/{total} frames")
+        written = writer.count
+        if any(s.audio and has_audio(s.path) for s in sources):
+            _mux_with_audio(tmp, sources, output, fps)
+        else:
+            os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written
+
+
+def _decode_audio_range(path: Path, t0: float, samples: int, resampler_args: dict) -> np.ndarray:
+    """`samples` samples (fltp stereo at AUDIO_RATE) of path's audio from time t0; silence where it has none."""
+    out = np.zeros((2, samples), dtype=np.float32)
+    if samples <= 0:
+        return out
+    first = int(round(t0 * AUDIO_RATE))
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError:  # type: ignore[attr-defined]
+        return out
+    with container:
+        if not container.streams.audio:
+            return out
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(**resampler_args)
+        pos = None
+        for frame in container.decode(stream):
+            if pos is None:  # where the stream starts (the first frame's time)
+                start_t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+                pos = int(round(start_t * AUDIO_RATE))
+            for rf in resampler.resample(frame):
+                data = rf.to_ndarray().reshape(2, -1)
+                lo, hi = pos - first, pos - first + data.shape[1]
+                pos += data.shape[1]
+                a, b = max(lo, 0), min(hi, samples)
+                if a < b:
+                    out[:, a:b] = data[:, a - lo:b - lo]
+                if hi >= samples:
+                    return out
+    return out
+
+
+def _mux_with_audio(video_only: Path, sources: Sequence[Source], output: Path, fps: float) -> None:
+    part = output.with_name(f".{output.stem}.part{output.suffix}")
+    args = {"format": "fltp", "layout": AUDIO_LAYOUT, "rate": AUDIO_RATE}
+    try:
+        with av.open(str(video_only)) as vin, av.open(str(part), mode="w") as out:
+            vs_in = vin.streams.video[0]
+            vs_out = out.add_stream_from_template(vs_in)
+            a_out = out.add_stream("aac", rate=AUDIO_RATE, layout=AUDIO_LAYOUT)
+            for packet in vin.demux(vs_in):
+                if packet.dts is None:
+                    continue
+                packet.stream = vs_out
+                out.mux(packet)
+            frames_so_far = 0
+            written = 0
+            for src in sources:
+                n = src.end - src.start
+                # boundaries from the cumulative frame count: no rounding drift across many pieces
+                end_sample = int(round((frames_so_far + n) * AUDIO_RATE / fps))
+                count = end_sample - written
+                if src.audio:
+                    data = _decode_audio_range(src.path, src.start / fps, count, args)
+                else:
+                    data = np.zeros((2, count), dtype=np.float32)
+                for k in range(0, count, 4096):
+                    chunk = np.ascontiguousarray(data[:, k:k + 4096])
+                    af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=AUDIO_LAYOUT)
+                    af.sample_rate = AUDIO_RATE
+                    af.pts = written + k
+                    af.time_base = Fraction(1, AUDIO_RATE)
+                    for packet in a_out.encode(af):
+                        out.mux(packet)
+                written = end_sample
+                frames_so_far += n
+            for packet in a_out.encode(None):
+                out.mux(packet)
+        os.replace(part, output)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------- lossless splice
+def lossless_container(path: Path) -> tuple[str, str]:
+    """(codec, file suffix) of the lossless re-encode of `path`'s video: libx264 qp=0 in MP4 when its pixel
+    format allows, FFV1 in Matroska otherwise."""
+    with av.open(str(path)) as c:
+        pix = c.streams.video[0].codec_context.pix_fmt or ""
+    return ("libx264", ".mp4") if pix in X264_LOSSLESS_FORMATS else ("ffv1", ".mkv")
+
+
+def splice_lossless(src: Path, start: int, end: int, new_frames: Iterable[np.ndarray], output: Path,
+                    progress: ProgressFn | None = None) -> dict:
+    """`src` with frames [start, end) replaced by `new_frames` (RGB, resized to the video's size); every
+    other frame decodes bit-identical to the input's. Returns {frames, codec, pix_fmt}."""
+    output = Path(output)
+    part = output.with_name(f".{output.stem}.part{output.suffix}")
+    replacements = iter(new_frames)
+    try:
+        with av.open(str(src)) as cin, av.open(str(part), mode="w") as out:
+            vin = cin.streams.video[0]
+            vin.thread_type = "AUTO"
+            ctx_in = vin.codec_context
+            pix, width, height = ctx_in.pix_fmt, ctx_in.width, ctx_in.height
+            codec = "libx264" if pix in X264_LOSSLESS_FORMATS else "ffv1"
+            rate = vin.average_rate or vin.guessed_rate or Fraction(16)
+            vout = out.add_stream(codec, rate=rate)
+            vout.width, vout.height, vout.pix_fmt = width, height, pix
+            vout.codec_context.time_base = Fraction(1, 1) / Fraction(rate)
+            for attr in ("color_range", "colorspace", "color_primaries", "color_trc"):
+                try:
+                    setattr(vout.codec_context, attr, getattr(ctx_in, attr))
+                except (AttributeError, TypeError, ValueError):
+                    pass  # not settable in this PyAV: the defaults match what our writers produce
+            vout.options = {"qp": "0", "preset": "veryfast"} if codec == "libx264" else {"level": "3"}
+            audio_in = list(cin.streams.audio)[:1]  # the first audio track is carried (as everywhere else)
+            audio_out = [out.add_stream_from_template(a) for a in audio_in]
+            total = vin.frames or 0
+            i = 0
+            for frame in cin.decode(vin):
+                if start <= i < end:
+                    try:
+                        rgb = next(replacements)
+                    except StopIteration:
+                        raise InvalidInput(f"only {i - start} new frames for the range [{start}, {end})") from None
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(resize_frame(rgb, (width, height))),
+                                                       format="rgb24").reformat(format=pix)
+                frame.pts = i
+                frame.time_base = vout.codec_context.time_base
+                frame.pict_type = av.video.frame.PictureType.NONE
+                for packet in vout.encode(frame):
+                    out.mux(packet)
+                i += 1
+                if progress is not None and total and i % max(1, total // 20) == 0:
+                    progress(i / total, f"spliced {i}/{total} frames")
+            for packet in vout.encode(None):
+                out.mux(packet)
+            if i < end:
+                raise InvalidInput(f"{Path(src).name} has {i} frames; the range [{start}, {end}) runs past its end")
+            if audio_in:  # the audio is unchanged: copy its packets
+                with av.open(str(src)) as ain:
+                    for packet in ain.demux(ain.streams.audio[0]):
+                        if packet.dts is None:
+                            continue
+                        packet.stream = audio_out[0]
+                        out.mux(packet)
+        os.replace(part, output)
+    finally:
+        part.unlink(missing_ok=True)
+    how = f"libx264 qp=0 {pix} (MP4)" if codec == "libx264" else f"FFV1 {pix} (Matroska)"
+    return {"frames": i, "codec": codec, "pix_fmt": pix, "lossless": how}
