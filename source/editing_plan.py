@@ -29,8 +29,9 @@ enough context to drop, context frames are added up to the next 4n+1 where the v
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from source.errors import InvalidInput
 from source.video_geometry import MAX_FRAMES, wan_frame_count

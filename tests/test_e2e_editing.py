@@ -115,7 +115,9 @@ def test_join_three_clips_bridges_run_in_parallel_and_keep_clips_and_audio(db_ur
         assert worst > 40, f"clip {k} frames changed (worst PSNR {worst:.1f} dB)"
     # audio: clip 0's tone, silence under the first bridge and under the silent clip 1, clip 2's tone
     audio = audio_of(out)
-    sec = lambda f: int(f / 16 * 48000)  # noqa: E731
+    def sec(f: int) -> int:
+        return int(f / 16 * 48000)
+
     assert len(audio) >= sec(46) - 2048
     assert np.abs(audio[sec(1):sec(11)]).max() > 0.1
     assert np.abs(audio[sec(12) + 1500:sec(34) - 1500]).max() < 0.02
@@ -128,7 +130,7 @@ def test_join_three_clips_bridges_run_in_parallel_and_keep_clips_and_audio(db_ur
             if e.get("task_id") in bridges and e["event"] in ("task_claimed", "task_completed"):
                 spans.setdefault(e["task_id"], {})[e["event"]] = (ts(e), w.worker_id)
     assert len({s["task_claimed"][1] for s in spans.values()}) == 2, "both workers ran bridges"
-    (a0, a1), (b0, _) = sorted((s["task_claimed"][0], s["task_completed"][0]) for s in spans.values())
+    (_, a1), (b0, _) = sorted((s["task_claimed"][0], s["task_completed"][0]) for s in spans.values())
     assert b0 < a1, "the bridges never overlapped in time"
     store.close()
 

@@ -20,7 +20,12 @@ from source.editing_plan import DEFAULT_CONTEXT, plan_edit
 from source.errors import InvalidInput
 from source.handler_registry import register
 from source.handlers.join_clips import (
-    GenerationOptions, build_children, check_vace_model, normalise_clip, output_geometry, probe_clips,
+    GenerationOptions,
+    build_children,
+    check_vace_model,
+    normalise_clip,
+    output_geometry,
+    probe_clips,
 )
 from source.task_context import HandlerResult, TaskContext
 

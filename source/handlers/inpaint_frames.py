@@ -24,8 +24,15 @@ from source.editing_plan import DEFAULT_CONTEXT, plan_inpaint
 from source.errors import InvalidInput
 from source.handler_registry import register
 from source.handlers.join_clips import (
-    FrameCountMismatch, GenerationOptions, _count, _short_hash, check_vace_model, generate_bridge,
-    normalise_clip, output_geometry, resolve_clip,
+    FrameCountMismatch,
+    GenerationOptions,
+    count_clip_frames,
+    short_hash,
+    check_vace_model,
+    generate_bridge,
+    normalise_clip,
+    output_geometry,
+    resolve_clip,
 )
 from source.task_context import HandlerResult, TaskContext
 
@@ -40,7 +47,7 @@ class InpaintFramesParams(GenerationOptions):
                                                                                 "context_frame_count"))
 
     @model_validator(mode="after")
-    def _one_video(self) -> "InpaintFramesParams":
+    def _one_video(self) -> InpaintFramesParams:
         if (self.video is None) == (self.input_video_task_id is None):
             raise ValueError("give exactly one of video (path, URL or {\"task_id\": ...}) and input_video_task_id")
         return self
@@ -48,13 +55,17 @@ class InpaintFramesParams(GenerationOptions):
 
 @register("inpaint_frames", params_model=InpaintFramesParams)
 def handle_inpaint_frames(p: InpaintFramesParams, ctx: TaskContext) -> HandlerResult:
-    from source.media.editing_media import lossless_container, read_range, splice_lossless
+    from source.media.editing_media import (
+        lossless_container,
+        read_range,
+        splice_lossless,
+    )
     from source.media.video_io import probe_video
 
     ref = normalise_clip({"task_id": p.input_video_task_id} if p.input_video_task_id else p.video, "video")
     check_vace_model(p.model)
     path = resolve_clip(ctx, ref, "video")
-    total = _count(path, "video")
+    total = count_clip_frames(path, "video")
     adjustments: dict[str, Any] = {}
     window = plan_inpaint(total, p.start_frame, p.end_frame, context=p.context_frames, adjustments=adjustments)
     info = probe_video(path, count=False)
@@ -75,10 +86,10 @@ def handle_inpaint_frames(p: InpaintFramesParams, ctx: TaskContext) -> HandlerRe
     new = read_range(generated.video_path, window.before, window.before + (window.end - window.start))
     _codec, suffix = lossless_container(path)
     salt = p.seed if p.seed >= 0 else uuid.uuid4().hex
-    final = ctx.output_path(suffix, stem=f"inpainted-{_short_hash(p.model_dump(), str(path), salt)}")
+    final = ctx.output_path(suffix, stem=f"inpainted-{short_hash(p.model_dump(), str(path), salt)}")
     ctx.progress(0.9, f"{label}: splicing")
     spliced = splice_lossless(path, p.start_frame, p.end_frame, new, final)
-    got = _count(final, "the inpainted video")
+    got = count_clip_frames(final, "the inpainted video")
     if got != total or spliced["frames"] != total:
         final.unlink(missing_ok=True)
         raise FrameCountMismatch(f"the inpainted video has {got} frames, the input has {total}")

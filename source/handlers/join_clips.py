@@ -28,9 +28,24 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
-from source.editing_plan import DEFAULT_CONTEXT, BridgePlan, EditPlan, piece_dict, piece_from_dict, plan_join
+from source.editing_plan import (
+    DEFAULT_CONTEXT,
+    MAX_CLIPS,
+    BridgePlan,
+    EditPlan,
+    piece_dict,
+    piece_from_dict,
+    plan_join,
+)
 from source.errors import InvalidInput, TaskError
 from source.handler_registry import register
 from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
@@ -71,7 +86,7 @@ def resolve_clip(ctx: TaskContext, ref: dict[str, str], what: str) -> Path:
     return ctx.resolve_input(ref["path"], kind=what)
 
 
-def _count(path: Path, what: str) -> int:
+def count_clip_frames(path: Path, what: str) -> int:
     from source.media.stitch import count_frames
 
     try:
@@ -80,7 +95,7 @@ def _count(path: Path, what: str) -> int:
         raise InvalidInput(f"{what}: {exc}") from None
 
 
-def _short_hash(*parts: Any) -> str:
+def short_hash(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 
@@ -130,6 +145,13 @@ class GenerationOptions(BaseModel):
             raise ValueError("model must not be empty")
         return v.strip()
 
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        if v < -1 or v >= 2 ** 62:
+            raise ValueError("seed must be -1 (random) or a non-negative integer")
+        return v
+
     def generation(self) -> dict[str, Any]:
         return {k: v for k, v in {
             "num_inference_steps": self.steps, "guidance_scale": self.guidance_scale,
@@ -147,13 +169,21 @@ class JoinClipsParams(GenerationOptions):
     loop: bool = Field(False, validation_alias=AliasChoices("loop", "loop_first_clip"))
 
 
+class ContextRange(BaseModel):
+    """Frames [start, end) of a clip (a path, URL or {"task_id": ...}) used as context."""
+
+    clip: Any
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
 class JoinSegmentParams(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     orchestrator_task_id: str | None = None
     index: int = Field(ge=0)
-    before: dict[str, Any] | None = None   # {"clip": ref, "start", "end"}: context frames before the seam
-    after: dict[str, Any] | None = None
+    before: ContextRange | None = None   # context frames before the seam
+    after: ContextRange | None = None
     gap: int = Field(ge=1)
     model: str
     prompt: str = ""
@@ -193,7 +223,7 @@ def probe_clips(ctx: TaskContext, clips: list[dict[str, str]]) -> tuple[list[int
         what = f"clip {i} ({ref.get('path') or 'output of task ' + ref.get('task_id', '?')})"
         try:
             path = resolve_clip(ctx, ref, what)
-            counts.append(_count(path, what))
+            counts.append(count_clip_frames(path, what))
             if first is None:
                 first = probe_video(path, count=False)
         except InvalidInput as exc:
@@ -244,8 +274,8 @@ def build_children(plan: EditPlan, clips: list[dict[str, str]], clip_frames: lis
 
 @register("join_clips", "join_clips_orchestrator", params_model=JoinClipsParams)
 def handle_join_clips(p: JoinClipsParams, ctx: TaskContext) -> HandlerResult:
-    if len(p.clips) < 2:
-        raise InvalidInput(f"join_clips needs at least 2 clips to join, got {len(p.clips)}")
+    if not 2 <= len(p.clips) <= MAX_CLIPS:
+        raise InvalidInput(f"join_clips needs at least 2 clips to join (and at most {MAX_CLIPS}), got {len(p.clips)}")
     clips = [normalise_clip(c, f"clip {i}") for i, c in enumerate(p.clips)]
     check_vace_model(p.model)
     clip_frames, first_size, first_fps = probe_clips(ctx, clips)
@@ -262,15 +292,13 @@ def handle_join_clips(p: JoinClipsParams, ctx: TaskContext) -> HandlerResult:
 
 
 # ----------------------------------------------------------------------------------------- segment
-def _context_frames(ctx: TaskContext, r: dict[str, Any] | None, size: tuple[int, int], what: str):
+def _context_frames(ctx: TaskContext, r: ContextRange | None, size: tuple[int, int], what: str):
     from source.media.editing_media import read_range
 
     if r is None:
         return []
-    clip = normalise_clip(r.get("clip"), what)
-    path = resolve_clip(ctx, clip, what)
-    start, end = int(r["start"]), int(r["end"])
-    return read_range(path, start, end, size)
+    path = resolve_clip(ctx, normalise_clip(r.clip, what), what)
+    return read_range(path, r.start, r.end, size)
 
 
 def generate_bridge(ctx: TaskContext, *, before: list, gap: int, after: list, model: str, prompt: str,
@@ -289,7 +317,7 @@ def generate_bridge(ctx: TaskContext, *, before: list, gap: int, after: list, mo
                video_length=frames, seed=seed, fps=fps, video_guide=str(guide), video_mask=str(mask))
     try:
         params = GenerationParams.model_validate(gen)
-    except Exception as exc:  # pydantic's message names the bad field
+    except ValidationError as exc:  # pydantic's message names the bad field
         raise InvalidInput(f"generation options of {label}: {exc}") from None
     result = generate_single_video(ctx, params, output_path=output_path)
     if result.frames != frames:
@@ -309,7 +337,7 @@ def handle_join_segment(p: JoinSegmentParams, ctx: TaskContext) -> HandlerResult
     # a new name whenever the params change, so a stale file never masks a new one (a random seed gives a
     # new picture every run, so it gets a new name every run too)
     salt = p.seed if p.seed >= 0 else uuid.uuid4().hex
-    final = ctx.output_path(".mp4", stem=f"bridge{p.index:03d}-{_short_hash(p.model_dump(), salt)}")
+    final = ctx.output_path(".mp4", stem=f"bridge{p.index:03d}-{short_hash(p.model_dump(), salt)}")
     result = generate_bridge(ctx, before=before, gap=p.gap, after=after, model=p.model, prompt=p.prompt,
                              negative_prompt=p.negative_prompt, size=size, fps=p.fps, seed=p.seed,
                              generation=p.generation, output_path=final, label=label)
@@ -333,12 +361,12 @@ def handle_join_stitch(p: JoinStitchParams, ctx: TaskContext) -> HandlerResult:
     # every input is checked against the plan before any work (a clip changed since planning, or a bridge
     # of the wrong length, would shift everything after it)
     for i, (path, planned) in enumerate(zip(clip_paths, p.clip_frames)):
-        got = _count(path, f"clip {i}")
+        got = count_clip_frames(path, f"clip {i}")
         if got != planned:
             raise FrameCountMismatch(f"clip {i} ({path.name}) has {got} frames now but {planned} when the join "
                                      f"was planned; queue the join again")
     for j, (path, planned) in enumerate(zip(bridge_paths, p.bridge_frames)):
-        got = _count(path, f"bridge {j}")
+        got = count_clip_frames(path, f"bridge {j}")
         if got != planned:
             raise FrameCountMismatch(f"bridge {j} (task {p.bridge_task_ids[j]}) has {got} frames, the plan "
                                      f"needs {planned}")
@@ -353,7 +381,7 @@ def handle_join_stitch(p: JoinStitchParams, ctx: TaskContext) -> HandlerResult:
         raise InvalidInput(f"stitch pieces add up to {sum(s.end - s.start for s in sources)} frames, the plan "
                            f"says {p.expected_frames}")
     size = parse_resolution(p.resolution)
-    stem = f"{p.name}-{_short_hash(p.model_dump(), [str(x) for x in clip_paths + bridge_paths])}"
+    stem = f"{p.name}-{short_hash(p.model_dump(), [str(x) for x in clip_paths + bridge_paths])}"
     final = ctx.output_path(".mp4", stem=stem)
     if not p.audio:
         sources = [Source(s.path, s.start, s.end, audio=False) for s in sources]
@@ -372,5 +400,14 @@ def handle_join_stitch(p: JoinStitchParams, ctx: TaskContext) -> HandlerResult:
         "clips": len(clip_paths), "audio": has_audio(final)})
 
 
-__all__ = ["BridgePlan", "generate_bridge", "build_children", "probe_clips", "output_geometry",
-           "normalise_clip", "resolve_clip", "check_vace_model", "GenerationOptions"]
+__all__ = [
+    "BridgePlan",
+    "GenerationOptions",
+    "build_children",
+    "check_vace_model",
+    "generate_bridge",
+    "normalise_clip",
+    "output_geometry",
+    "probe_clips",
+    "resolve_clip",
+]
