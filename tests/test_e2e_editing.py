@@ -59,9 +59,10 @@ def inputs(tmp_path) -> Path:
     return d
 
 
-def run_workers(db_url: str, tmp_path: Path, inputs: Path, n: int = 1, tag: str = "w") -> list[WorkerProcess]:
+def run_workers(db_url: str, tmp_path: Path, inputs: Path, n: int = 1, tag: str = "w",
+                extra: tuple[str, ...] = ()) -> list[WorkerProcess]:
     args = ["--exit-when-idle", "--poll-interval", "0.2", "--input-root", str(inputs),
-            "--output-dir", str(tmp_path / "outputs")]
+            "--output-dir", str(tmp_path / "outputs"), *extra]
     workers = [WorkerProcess(db_url, tmp_path / "logs", *args, worker_id=f"{tag}{i}") for i in range(n)]
     for w in workers:
         assert w.wait(400) == 0, w.stderr_tail()
@@ -159,6 +160,29 @@ def test_two_clip_joins_replace_and_loop_then_regenerate_one_join(db_url, tmp_pa
     row = complete(store, looped)
     assert store.get(join1)["output_location"] != old
     assert len(read_frames(output_file(db_url, row["output_location"]))) == 34
+    store.close()
+
+
+def test_failed_join_fails_the_orchestrator_naming_it_and_retry_resumes(db_url, tmp_path, inputs, tiny_models):
+    clips = [make_clip(inputs / "c0.mp4", "astronaut.png", "chelsea.png", 12),
+             make_clip(inputs / "c1.mp4", "coffee.png", "rocket.png", 12)]
+    store = TaskStore(db_url)
+    orch = store.add_task("join_clips", {**EDIT, "clips": [str(c) for c in clips], "context_frames": 2,
+                                         "gap_frames": 5})
+    run_workers(db_url, tmp_path, inputs, 1, tag="orch", extra=("--max-tasks", "1"))  # only the orchestrator
+    original = clips[1].read_bytes()
+    clips[1].write_bytes(b"not a video any more")  # the clip breaks before its join runs
+    run_workers(db_url, tmp_path, inputs, 1, tag="a")
+    join, stitch = child_task_id(orch, "join-000"), child_task_id(orch, "stitch")
+    row = store.get(join)
+    assert row["status"] == "Failed" and "c1.mp4" in row["error_message"]
+    assert store.get(stitch)["status"] == "Failed" and join in store.get(stitch)["error_message"]
+    assert store.get(orch)["status"] == "Failed" and join in store.get(orch)["error_message"]
+    clips[1].write_bytes(original)
+    assert set(store.retry(join)) == {join, stitch}
+    workers = run_workers(db_url, tmp_path, inputs, 1, tag="b")
+    assert {e["task_id"] for e in all_events(workers, "task_claimed")} == {join, stitch}
+    assert len(read_frames(output_file(db_url, complete(store, orch)["output_location"]))) == 29
     store.close()
 
 

@@ -89,3 +89,20 @@ def test_edit_keeps_length_and_takes_context_only_from_keepers():
     assert all(b.generation_frames % 4 == 1 for b in plan.bridges)
     kinds = [(p.kind, p.start, p.end) for p in plan.pieces]
     assert kinds[0] == ("clip", 0, 3) and kinds[-1] == ("clip", 20, 30)
+
+
+def test_seed_shaped_payloads_validate():
+    from source.handlers.edit_video import EditVideoParams
+    from source.handlers.join_clips import JoinClipsParams, normalise_clip
+
+    p = JoinClipsParams.model_validate({"orchestrator_details": {
+        "clip_list": [{"url": "https://x/a.mp4", "name": "a"}, {"url": "https://x/b.mp4"}],
+        "context_frame_count": 6, "gap_frame_count": 9, "replace_mode": True, "loop_first_clip": True,
+        "prompt": "p", "model": "vace_14B", "num_inference_steps": 4}, "seed": 5})
+    assert (p.context_frames, p.gap_frames, p.replace, p.loop, p.steps, p.seed) == (6, 9, True, True, 4, 5)
+    assert [normalise_clip(c, "clip") for c in p.clips] == [{"path": "https://x/a.mp4"}, {"path": "https://x/b.mp4"}]
+    e = EditVideoParams.model_validate({"orchestrator_details": {"video_path": "v.mp4", "portions_to_regenerate": [
+        {"start_frame": 1, "end_frame": 4, "prompt": "x"}]}})
+    assert e.video == "v.mp4" and e.portions_to_regenerate[0].end_frame == 4
+    with pytest.raises(InvalidInput, match="task_id"):
+        normalise_clip({"name": "no location"}, "clip 0")

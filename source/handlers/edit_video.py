@@ -51,7 +51,7 @@ class EditVideoParams(GenerationOptions):
 def handle_edit_video(p: EditVideoParams, ctx: TaskContext) -> HandlerResult:
     clips = [normalise_clip(p.video, "video")]
     check_vace_model(p.model)
-    clip_frames, size, fps = probe_clips(ctx, clips)
+    clip_frames, size, fps, _ = probe_clips(ctx, clips)
     portions = [(q.start_frame, q.end_frame, q.prompt if q.prompt is not None else p.prompt)
                 for q in p.portions_to_regenerate]
     try:

@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from source.editing_plan import (
@@ -138,6 +139,15 @@ class GenerationOptions(BaseModel):
     context_frames: int | list[int] = Field(DEFAULT_CONTEXT, validation_alias=AliasChoices(
         "context_frames", "context_frame_count"))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_payload(cls, data: Any) -> Any:
+        """The seed's orchestrators nest their settings in `orchestrator_details`: flattened, top level wins."""
+        if isinstance(data, dict) and isinstance(data.get("orchestrator_details"), dict):
+            top = {k: v for k, v in data.items() if k != "orchestrator_details"}
+            data = {**data["orchestrator_details"], **top}
+        return data
+
     @field_validator("model")
     @classmethod
     def _model_nonempty(cls, v: str) -> str:
@@ -207,16 +217,18 @@ class JoinStitchParams(BaseModel):
     resolution: str
     fps: float = Field(gt=0)
     audio: bool = True
-    name: str = "joined"
+    name: str = Field("joined", pattern=r"^[a-z]{1,20}$")  # the output file's stem
 
 
 # ----------------------------------------------------------------------------------------- orchestrators
-def probe_clips(ctx: TaskContext, clips: list[dict[str, str]]) -> tuple[list[int], tuple[int, int], float]:
-    """Every clip's exact frame count (all clips are checked before anything is queued), plus the first
-    clip's size and fps."""
+def probe_clips(ctx: TaskContext, clips: list[dict[str, str]]
+                ) -> tuple[list[int], tuple[int, int], float, list[float]]:
+    """Every clip's exact frame count and fps (all clips are checked before anything is queued), plus the
+    first clip's size and fps."""
     from source.media.video_io import probe_video
 
     counts: list[int] = []
+    rates: list[float] = []
     problems: list[str] = []
     first = None
     for i, ref in enumerate(clips):
@@ -224,14 +236,23 @@ def probe_clips(ctx: TaskContext, clips: list[dict[str, str]]) -> tuple[list[int
         try:
             path = resolve_clip(ctx, ref, what)
             counts.append(count_clip_frames(path, what))
-            if first is None:
-                first = probe_video(path, count=False)
+            info = probe_video(path, count=False)
+            first = first or info
+            rates.append(info.fps or 16.0)
         except InvalidInput as exc:
             problems.append(str(exc) if str(exc).startswith("clip") else f"{what}: {exc}")
             counts.append(0)
+            rates.append(0.0)
     if problems:
         raise InvalidInput("clips are not usable: " + "; ".join(problems))
-    return counts, (first.width, first.height), first.fps or 16.0
+    return counts, (first.width, first.height), first.fps or 16.0, rates
+
+
+def record_fps_changes(rates: list[float], fps: float, adjustments: dict[str, Any]) -> None:
+    """Clips are joined frame by frame at one fps: a clip with another rate plays faster or slower (say so)."""
+    for i, r in enumerate(rates):
+        if abs(r - fps) > 0.01:
+            adjustments[f"fps of clip {i}"] = [round(r, 3), round(fps, 3)]
 
 
 def output_geometry(opts: GenerationOptions, first_size: tuple[int, int], first_fps: float,
@@ -278,10 +299,11 @@ def handle_join_clips(p: JoinClipsParams, ctx: TaskContext) -> HandlerResult:
         raise InvalidInput(f"join_clips needs at least 2 clips to join (and at most {MAX_CLIPS}), got {len(p.clips)}")
     clips = [normalise_clip(c, f"clip {i}") for i, c in enumerate(p.clips)]
     check_vace_model(p.model)
-    clip_frames, first_size, first_fps = probe_clips(ctx, clips)
+    clip_frames, first_size, first_fps, rates = probe_clips(ctx, clips)
     plan = plan_join(clip_frames, context=p.context_frames, gap=p.gap_frames, replace=p.replace, loop=p.loop,
                      prompts=p.prompt, seed=p.seed)
     out_size, gen_size, fps = output_geometry(p, first_size, first_fps, plan.adjustments)
+    record_fps_changes(rates, fps, plan.adjustments)
     ctx.log("join_planned", clips=len(clips), clip_frames=clip_frames, joins=len(plan.bridges),
             expected_frames=plan.expected_frames, adjustments=plan.adjustments)
     children = build_children(plan, clips, clip_frames, p, orchestrator_id=ctx.task_id, out_size=out_size,
