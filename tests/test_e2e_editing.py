@@ -136,14 +136,18 @@ def test_join_three_clips_bridges_run_in_parallel_and_keep_clips_and_audio(db_ur
     store.close()
 
 
-def test_two_clip_joins_replace_and_loop_then_regenerate_one_join(db_url, tmp_path, inputs, tiny_models):
+def test_two_clip_joins_replace_loop_task_output_then_regenerate_one_join(db_url, tmp_path, inputs, tiny_models):
     clips = [str(make_clip(inputs / "c0.mp4", "astronaut.png", "chelsea.png", 12)),
              str(make_clip(inputs / "c1.mp4", "coffee.png", "rocket.png", 12))]
     store = TaskStore(db_url)
     common = {**EDIT, "clips": clips, "context_frames": 2, "gap_frames": 5}
     replaced = store.add_task("join_clips", {**common, "replace": True})
     looped = store.add_task("join_clips_orchestrator", {**common, "loop_first_clip": True, "prompt": "x"})
+    # another task's output as a clip: the replace join's result joined to clip 0
+    chained = store.add_task("join_clips", {**common, "clips": [{"task_id": replaced}, clips[0]]},
+                             depends_on=[replaced])
     run_workers(db_url, tmp_path, inputs, 1, tag="a")
+    assert len(read_frames(output_file(db_url, complete(store, chained)["output_location"]))) == 24 + 12 + 5
     out = output_file(db_url, complete(store, replaced)["output_location"])
     frames = read_frames(out)
     assert len(frames) == 24 - 5 + 5
