@@ -9,8 +9,15 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
-from source.media.editing_media import Source, assemble, lossless_container, splice_lossless
+from source.errors import InvalidInput
+from source.media.editing_media import (
+    Source,
+    assemble,
+    lossless_container,
+    splice_lossless,
+)
 from source.media.video_io import read_frames
 from tests.test_e2e_editing import audio_of, make_clip
 
@@ -70,3 +77,11 @@ def test_assembly_audio_follows_the_pieces(tmp_path):
     assemble([Source(quiet, 0, 16, True)], tmp_path / "silent.mp4", fps=16, size=(64, 64))
     with av.open(str(tmp_path / "silent.mp4")) as c:
         assert not c.streams.audio
+
+
+def test_assembly_refuses_a_piece_past_the_end_of_its_video(tmp_path):
+    clip = make_clip(tmp_path / "a.mp4", "astronaut.png", "chelsea.png", 6)
+    with pytest.raises(InvalidInput, match=r"a.mp4 ended after 6 frames; frames \[2, 9\) were planned"):
+        assemble([Source(clip, 0, 6, False), Source(clip, 2, 9, False)], tmp_path / "out.mp4", fps=16, size=(64, 64))
+    assert not (tmp_path / "out.mp4").exists()
+    assert not list(tmp_path.glob(".*part*")), "no temporary file is left behind"

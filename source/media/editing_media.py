@@ -15,7 +15,10 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -137,6 +140,8 @@ def _encode_stream(frames: Iterable[np.ndarray | av.VideoFrame], path: Path, *, 
         if size[0] * size[1] < 64 * 64 + 1:
             options["x264-params"] = "mbtree=0"  # deterministic on tiny frames (see video_io.VideoWriter)
         stream.options = options
+        # frame threads: about 2x the slice threads PyAV asks for by default (measured, bench/join_bench.py)
+        stream.codec_context.thread_type = "FRAME"
         time_base = Fraction(1, 1) / rate
         for item in frames:
             if isinstance(item, np.ndarray):
@@ -154,95 +159,172 @@ def _encode_stream(frames: Iterable[np.ndarray | av.VideoFrame], path: Path, *, 
     return count
 
 
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def _prefetch(items: Iterable, depth: int = 8) -> Iterator:
+    """Run `items` (decoding) in a thread, `depth` items ahead of the consumer (encoding), so the two
+    overlap. Errors are re-raised in the consumer; a consumer that stops early stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for x in items:
+                if not put(x):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(_Failure(exc))
+
+    worker = threading.Thread(target=run, name="assemble-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            x = q.get()
+            if x is _DONE:
+                return
+            if isinstance(x, _Failure):
+                raise x.exc
+            yield x
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+
+
 def assemble(sources: Sequence[Source], output: Path, *, fps: float, size: tuple[int, int],
              crf: int = 12, progress: ProgressFn | None = None) -> int:
     """Concatenate the pieces into `output` (H.264, + AAC when any audio piece has audio); returns frames.
     crf 12: the clips go through exactly one more encode, which keeps them above 40 dB PSNR even on
-    small, detailed frames."""
+    small, detailed frames. The audio track is encoded in a second thread while the video encodes (both
+    encoders release the GIL), then the two are muxed without re-encoding."""
     output = Path(output)
     size = (size[0] - size[0] % 2, size[1] - size[1] % 2)  # yuv420p needs even sides
     total = sum(s.end - s.start for s in sources)
-    tmp = output.with_name(f".{output.stem}.video.part.mp4")
+    video_tmp = output.with_name(f".{output.stem}.video.part.mp4")
+    audio_tmp = output.with_name(f".{output.stem}.audio.part.m4a")
     try:
-        stream = (f for src in sources for f in _piece_frames(src, size))
-        written = _encode_stream(stream, tmp, fps=fps, size=size, crf=crf, progress=progress, total=total)
-        if any(s.audio and has_audio(s.path) for s in sources):
-            _mux_with_audio(tmp, sources, output, fps)
+        audio_job = None
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            if any(s.audio and has_audio(s.path) for s in sources):
+                audio_job = pool.submit(_encode_audio, sources, audio_tmp, fps)
+            stream = _prefetch(f for src in sources for f in _piece_frames(src, size))
+            written = _encode_stream(stream, video_tmp, fps=fps, size=size, crf=crf, progress=progress,
+                                     total=total)
+            if audio_job is not None:
+                audio_job.result()  # re-raises the audio thread's error, if any
+        finally:
+            pool.shutdown(wait=True)
+        if audio_job is not None:
+            _mux(video_tmp, audio_tmp, output)
         else:
-            os.replace(tmp, output)
+            os.replace(video_tmp, output)
     finally:
-        tmp.unlink(missing_ok=True)
+        video_tmp.unlink(missing_ok=True)
+        audio_tmp.unlink(missing_ok=True)
     return written
 
 
-def _decode_audio_range(path: Path, t0: float, samples: int, resampler_args: dict) -> np.ndarray:
-    """`samples` samples (fltp stereo at AUDIO_RATE) of path's audio from time t0; silence where it has none."""
-    out = np.zeros((2, samples), dtype=np.float32)
+def _silence(samples: int) -> Iterator[np.ndarray]:
+    for k in range(0, samples, AUDIO_RATE):
+        yield np.zeros((2, min(AUDIO_RATE, samples - k)), dtype=np.float32)
+
+
+def _audio_chunks(path: Path, first: int, samples: int) -> Iterator[np.ndarray]:
+    """Exactly `samples` samples (fltp stereo at AUDIO_RATE) of path's audio from sample `first`, in chunks
+    (never the whole piece in memory); silence where the file has no audio."""
+    emitted = 0
     if samples <= 0:
-        return out
-    first = int(round(t0 * AUDIO_RATE))
+        return
     try:
         container = av.open(str(path))
     except av.error.FFmpegError:  # type: ignore[attr-defined]
-        return out
+        yield from _silence(samples)
+        return
     with container:
-        if not container.streams.audio:
-            return out
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(**resampler_args)
-        pos = None
-        for frame in container.decode(stream):
-            if pos is None:  # where the stream starts (the first frame's time)
-                start_t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
-                pos = int(round(start_t * AUDIO_RATE))
-            for rf in resampler.resample(frame):
-                data = rf.to_ndarray().reshape(2, -1)
-                lo, hi = pos - first, pos - first + data.shape[1]
-                pos += data.shape[1]
-                a, b = max(lo, 0), min(hi, samples)
-                if a < b:
-                    out[:, a:b] = data[:, a - lo:b - lo]
-                if hi >= samples:
-                    return out
-    return out
+        if container.streams.audio:
+            resampler = av.AudioResampler(format="fltp", layout=AUDIO_LAYOUT, rate=AUDIO_RATE)
+            pos = None
+            for frame in container.decode(container.streams.audio[0]):
+                if pos is None:  # where the stream starts (the first frame's time)
+                    start_t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+                    pos = round(start_t * AUDIO_RATE)
+                for rf in resampler.resample(frame):
+                    data = rf.to_ndarray().reshape(2, -1)
+                    lo = pos - first
+                    hi = lo + data.shape[1]
+                    pos += data.shape[1]
+                    if hi <= emitted:
+                        continue
+                    if lo > emitted:  # the stream starts late or has a hole: silence up to it
+                        gap = min(lo, samples) - emitted
+                        yield from _silence(gap)
+                        emitted += gap
+                    if emitted >= samples:
+                        break
+                    a, b = emitted - lo, min(hi, samples) - lo
+                    yield data[:, a:b]
+                    emitted += b - a
+                if emitted >= samples:
+                    break
+    yield from _silence(samples - emitted)
 
 
-def _mux_with_audio(video_only: Path, sources: Sequence[Source], output: Path, fps: float) -> None:
+def _encode_audio(sources: Sequence[Source], path: Path, fps: float) -> None:
+    """The AAC track of the assembled video: each piece's own audio under its frames, or silence."""
+    with av.open(str(path), mode="w", format="mp4") as out:
+        a_out = out.add_stream("aac", rate=AUDIO_RATE, layout=AUDIO_LAYOUT)
+        frames_so_far = 0
+        written = 0
+        for src in sources:
+            n = src.end - src.start
+            # boundaries from the cumulative frame count: no rounding drift across many pieces
+            end_sample = round((frames_so_far + n) * AUDIO_RATE / fps)
+            count = end_sample - written
+            chunks = _audio_chunks(src.path, round(src.start * AUDIO_RATE / fps), count) if src.audio \
+                else _silence(count)
+            for chunk in chunks:
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=AUDIO_LAYOUT)
+                af.sample_rate = AUDIO_RATE
+                af.pts = written
+                af.time_base = Fraction(1, AUDIO_RATE)
+                written += chunk.shape[1]
+                for packet in a_out.encode(af):
+                    out.mux(packet)
+            written = end_sample
+            frames_so_far += n
+        for packet in a_out.encode(None):
+            out.mux(packet)
+
+
+def _mux(video: Path, audio: Path, output: Path) -> None:
+    """Video and audio packets into one MP4, without re-encoding."""
     part = output.with_name(f".{output.stem}.part{output.suffix}")
-    args = {"format": "fltp", "layout": AUDIO_LAYOUT, "rate": AUDIO_RATE}
     try:
-        with av.open(str(video_only)) as vin, av.open(str(part), mode="w") as out:
-            vs_in = vin.streams.video[0]
-            vs_out = out.add_stream_from_template(vs_in)
-            a_out = out.add_stream("aac", rate=AUDIO_RATE, layout=AUDIO_LAYOUT)
-            for packet in vin.demux(vs_in):
-                if packet.dts is None:
-                    continue
-                packet.stream = vs_out
-                out.mux(packet)
-            frames_so_far = 0
-            written = 0
-            for src in sources:
-                n = src.end - src.start
-                # boundaries from the cumulative frame count: no rounding drift across many pieces
-                end_sample = int(round((frames_so_far + n) * AUDIO_RATE / fps))
-                count = end_sample - written
-                if src.audio:
-                    data = _decode_audio_range(src.path, src.start / fps, count, args)
-                else:
-                    data = np.zeros((2, count), dtype=np.float32)
-                for k in range(0, count, 4096):
-                    chunk = np.ascontiguousarray(data[:, k:k + 4096])
-                    af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=AUDIO_LAYOUT)
-                    af.sample_rate = AUDIO_RATE
-                    af.pts = written + k
-                    af.time_base = Fraction(1, AUDIO_RATE)
-                    for packet in a_out.encode(af):
-                        out.mux(packet)
-                written = end_sample
-                frames_so_far += n
-            for packet in a_out.encode(None):
-                out.mux(packet)
+        with av.open(str(video)) as vin, av.open(str(audio)) as ain, av.open(str(part), mode="w") as out:
+            pairs = [(vin, vin.streams.video[0]), (ain, ain.streams.audio[0])]
+            outs = [out.add_stream_from_template(s) for _, s in pairs]
+            for (container, stream), target in zip(pairs, outs):
+                for packet in container.demux(stream):
+                    if packet.dts is None:
+                        continue
+                    packet.stream = target
+                    out.mux(packet)
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
