@@ -3,9 +3,12 @@
 - `write_bridge_guide`: the guide and mask of one VACE bridge: context frames before (kept, mask black),
   mid-grey frames to generate (mask white), context frames after (kept).
 - `assemble`: the final video of a join / edit, streamed: pieces (frame ranges of source clips or of
-  bridges) are decoded one frame at a time and encoded once (H.264). Audio is carried through: each clip
-  piece brings the audio under its frames, a bridge piece brings silence of its duration; sample
-  boundaries are computed from the cumulative frame count, so audio never drifts from the picture.
+  bridges) are decoded one frame at a time (in a prefetch thread, a few frames ahead) and encoded once
+  (H.264, frame threads); decoded YUV 4:2:0 frames of the right size go to the encoder without an RGB
+  round trip. Audio is carried through: each clip piece brings the audio under its frames, a bridge piece
+  brings silence of its duration; sample boundaries are computed from the cumulative frame count, so audio
+  never drifts from the picture. The AAC track is encoded in a thread beside the video, then both are
+  muxed without re-encoding. Memory does not grow with the length of the video.
 - `splice_lossless` (inpaint_frames): frames outside [start, end) are handed to the encoder exactly as
   the decoder produced them (same pixel format, no colour conversion) and encoded losslessly: libx264 with
   qp=0 for 8-bit YUV 4:2:0/4:2:2/4:4:4 sources (MP4), FFV1 (Matroska) otherwise. Decoding the output gives
