@@ -29,6 +29,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from source.store import sql as q
+
 try:
     import fcntl
 except ImportError:  # not POSIX: SQLite's own busy handling only
@@ -105,9 +107,9 @@ class DriverConnections:
             if lock_fd is not None:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(q.SQLITE_BEGIN["IMMEDIATE"])
                 results = [conn.execute(sql, params).fetchall() for sql, params in statements]
-                conn.execute("COMMIT")
+                conn.execute(q.COMMIT)
             finally:
                 if lock_fd is not None:
                     fcntl.flock(lock_fd, fcntl.LOCK_UN)
