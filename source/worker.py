@@ -183,7 +183,7 @@ class Worker:
         try:
             params = parse_params(row["params"])
         except (ValueError, TypeError) as exc:
-            self._finish_failed(claim, f"params are not valid JSON: {exc}")
+            self._finish_failed(claim, str(exc))  # parse_params says why (not JSON, not UTF-8, too deep)
             return
         timeout = row.get("timeout_seconds") or (params.get("timeout_seconds") if isinstance(params, dict) else None)
         try:

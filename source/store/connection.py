@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from source.store import sql as q
 from source.store.driver_connection import DriverConnections
+from source.store.records import decode_text
 
 T = TypeVar("T")
 
@@ -70,6 +71,15 @@ def to_json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+def _json_or_text(data: Any) -> Any:
+    """psycopg's JSON loader: a JSONB value nested too deeply for Python's json (thousands of levels)
+    comes back as its text, for parse_params to refuse, instead of raising RecursionError mid-fetch."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return bytes(data).decode("utf-8")
+
+
 class Database:
     """One database: a SQLAlchemy engine for transactions, per-thread driver connections for the hot
     single statements, and the dialect's statements (`self.sql`)."""
@@ -89,6 +99,10 @@ class Database:
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn, _record):  # we issue BEGIN ourselves (pysqlite's own is deferred)
                 dbapi_conn.isolation_level = None
+                # A TEXT value that is not UTF-8 (another app's latin-1) would make sqlite3 raise
+                # OperationalError mid-fetch: taken for an outage, the claim would retry forever and roll
+                # back the completion batched with it. Decoded here, the row reads and then fails alone.
+                dbapi_conn.text_factory = decode_text
                 cursor = dbapi_conn.cursor()
                 for pragma in q.SQLITE_CONNECT_PRAGMAS:
                     cursor.execute(pragma)
@@ -105,8 +119,15 @@ class Database:
             connect_args["prepare_threshold"] = None
         # No pre-ping (a round trip per transaction): a dropped connection fails its statement, SQLAlchemy
         # discards the pool, and run() retries on a fresh one.
-        return sa.create_engine(self.url, echo=echo, pool_size=4, max_overflow=4,
-                                connect_args=connect_args)
+        engine = sa.create_engine(self.url, echo=echo, pool_size=4, max_overflow=4, connect_args=connect_args)
+
+        @event.listens_for(engine, "connect")
+        def _on_pg_connect(dbapi_conn, _record):
+            from psycopg.types.json import set_json_loads
+
+            set_json_loads(_json_or_text, getattr(dbapi_conn, "driver_connection", dbapi_conn))
+
+        return engine
 
     def begin(self):
         """A write transaction (SQLite: BEGIN IMMEDIATE)."""

@@ -1,4 +1,8 @@
-"""What the store hands out and refuses: a Claim on a task, StoreError, and params as stored."""
+"""What the store hands out and refuses: a Claim on a task, StoreError, and params as stored.
+
+A row's content is untrusted (other apps write the table): text that is not UTF-8 or params nested
+too deeply to decode come back marked or raise a clear ValueError here, never from inside the claim.
+"""
 
 from __future__ import annotations
 
@@ -44,10 +48,45 @@ def claim_from(rows: list[tuple]) -> Claim | None:
     return Claim(dict(zip(q.CLAIM_COLUMNS, rows[0]))) if rows else None
 
 
+class UndecodableText(str):
+    """Text a row holds that is not valid UTF-8 (e.g. an app wrote latin-1 bytes into a SQLite TEXT
+    column): the bad bytes show as U+FFFD, and `problem` says where they are. Reading such a row never
+    fails; parse_params refuses it as params."""
+
+    problem: str
+
+    @classmethod
+    def of(cls, data: bytes) -> "UndecodableText":
+        text = cls(data.decode("utf-8", "replace"))
+        try:
+            data.decode("utf-8")
+            text.problem = "not valid UTF-8"
+        except UnicodeDecodeError as exc:
+            text.problem = f"byte 0x{data[exc.start]:02x} at position {exc.start} is not valid UTF-8"
+        return text
+
+
+def decode_text(data: bytes) -> str:
+    """A database text value: UTF-8, or an UndecodableText saying why it is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return UndecodableText.of(data)
+
+
 def parse_params(raw: Any) -> Any:
-    """Params as stored: a JSON text (SQLite, seed) or already decoded (PostgreSQL JSONB)."""
+    """Params as stored: a JSON text (SQLite, seed) or already decoded (PostgreSQL JSONB). Params that
+    cannot be decoded raise ValueError with a message fit for the task's error."""
     if isinstance(raw, (bytes, bytearray)):
-        raw = raw.decode("utf-8", "replace")
+        raw = decode_text(bytes(raw))
+    if isinstance(raw, UndecodableText):
+        raise ValueError(f"params could not be decoded: {raw.problem} (the row was written in another"
+                         " encoding; params must be UTF-8 JSON)")
     if isinstance(raw, str):
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except RecursionError:  # json recurses per nesting level: thousands deep exhausts the stack
+            raise ValueError("params could not be decoded: JSON nested too deeply") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"params are not valid JSON: {exc}") from None
     return raw
