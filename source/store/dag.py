@@ -286,11 +286,31 @@ def regenerate(db: Database, task_id: str, params_patch: dict[str, Any]) -> list
 
 # ---------------------------------------------------------------------- the sweep
 def sweep_stranded(db: Database) -> list[dict[str, Any]]:
-    """Queued rows that can never run (a parent that does not exist, or one that already ended
-    Failed/Cancelled, e.g. rows inserted by other apps): end them with a clear error."""
+    """Rows that can never run, e.g. inserted by other apps with SQL, end with a clear error: Queued rows
+    whose parent does not exist or already ended Failed/Cancelled, rows with a status word no worker
+    knows, and dependency cycles (each task in one fails naming the cycle; what waits on it follows)."""
     sql = db.sql
     done = []
     with db.begin() as conn:
+        for task_id, word in conn.execute(text(sql.unknown_status)).all():
+            message = (f"unknown status {word!r}: a task's status is one of {', '.join(s.value for s in TaskStatus)}"
+                       "; no worker would ever run it")
+            row = conn.execute(text(sql.end_unknown_status),
+                               {**db.times(), "id": task_id, "old_status": word, "message": message}).first()
+            if row is not None:
+                propagate_end(db, conn, task_id, type_of(db, conn, task_id), FAILED, message, row[0])
+                done.append({"task_id": task_id, "reason": message})
+        for cycle in find_cycles(conn.execute(text(sql.waiting_edges)).all()):
+            message = f"dependency cycle {' -> '.join([*cycle, cycle[0]])}: no task in it can ever run"
+            ended = []  # every member first, so each names the cycle itself rather than its neighbour
+            for task_id in cycle:
+                row = conn.execute(text(sql.end_queued),
+                                   {**db.times(), "id": task_id, "status": FAILED.value, "message": message}).first()
+                if row is not None:
+                    ended.append((task_id, row[0]))
+                    done.append({"task_id": task_id, "reason": message})
+            for task_id, parent in ended:
+                propagate_end(db, conn, task_id, type_of(db, conn, task_id), FAILED, message, parent)
         missing = conn.execute(text(sql.orphans)).all() + conn.execute(text(sql.orphan_edges)).all()
         for task_id, parent in missing:
             message = f"depends on task {parent}, which does not exist"
@@ -308,3 +328,34 @@ def sweep_stranded(db: Database) -> list[dict[str, Any]]:
                 propagate_end(db, conn, task_id, type_of(db, conn, task_id), status, message, None)
                 done.append({"task_id": task_id, "reason": message})
     return done
+
+
+def find_cycles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """The cycles of a waits-on graph given as (task, parent) edges, each once, each as the list of its
+    tasks in waiting order. Tasks that merely wait on a cycle are not in it (they end by propagation)."""
+    parents: dict[str, list[str]] = {}
+    for task, parent in edges:
+        parents.setdefault(task, []).append(parent)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+    for start in sorted(parents):
+        if state.get(start):
+            continue
+        path: list[str] = []
+        stack = [(start, iter(parents.get(start, ())))]
+        state[start] = 1
+        path.append(start)
+        while stack:  # iterative DFS: a chain of thousands of waiting tasks must not hit the recursion limit
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):])
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append((nxt, iter(parents.get(nxt, ()))))
+    return cycles

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from source.task_status import TaskStatus
 
 NOTIFY_CHANNEL = "headless_tasks"
-SCHEMA_VERSION = 2  # 2: PostgreSQL claim function (headless_claim)
+SCHEMA_VERSION = 3  # 2: PostgreSQL claim function (headless_claim); 3: CHECKs on status and self-dependency
 
 # -- connection set-up ---------------------------------------------------------------------------
 # SQLite, on every new connection: WAL (readers never block the writer), durable enough for a queue,
@@ -48,6 +48,29 @@ INSERT_COLUMNS = ("id", "task_type", "params", "status", "dependant_on", "projec
 LIST_FILTERS = ("status", "task_type", "project_id", "parent_task_id")
 
 # The seed's 11 columns come first; a table made by the seed worker is migrated by adding the rest.
+# Rows that could never run are refused where the database can: an unknown status word (e.g. 'Pending',
+# 'queued') and a task that depends on itself. New tables have these CHECKs. A PostgreSQL table made
+# earlier gets the status CHECK NOT VALID: old rows stay, for the sweep to end (setting a known status,
+# which passes the check); new writes are checked. Not the self-dependency CHECK: NOT VALID still checks
+# every UPDATE of an old row, and a self-dependent row keeps its dependant_on, so even ending it would
+# fail. The edges table's rows are never updated, so its CHECK is added NOT VALID too. SQLite cannot add
+# a CHECK to an existing table: there the sweep alone ends such rows.
+STATUS_WORDS = ", ".join(f"'{s.value}'" for s in TaskStatus)
+_TASK_CHECKS = (
+    ("tasks", "tasks_status_known", f"CHECK (status IN ({STATUS_WORDS}))"),
+    ("tasks", "tasks_not_own_parent", "CHECK (dependant_on <> id)"),
+)
+_TASK_CHECKS_SQL = ",\n    ".join(f"CONSTRAINT {name} {check}" for _table, name, check in _TASK_CHECKS)
+_PG_ADD_CHECKS = [
+    f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{name}' AND conrelid = '{table}'::regclass) THEN
+            ALTER TABLE {table} ADD CONSTRAINT {name} {check} NOT VALID;
+        END IF;
+    END $$"""
+    for table, name, check in (
+        _TASK_CHECKS[0], ("task_dependencies", "task_dependencies_not_own_parent", "CHECK (task_id <> depends_on)"))
+]
+
 _SEED_TABLE_SQLITE = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
@@ -60,7 +83,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at TEXT NULL,
     generation_started_at TEXT NULL,
     generation_processed_at TEXT NULL,
-    project_id TEXT NULL
+    project_id TEXT NULL,
+    {constraints}
 )"""
 
 _SEED_TABLE_POSTGRES = """
@@ -75,7 +99,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at TIMESTAMPTZ NULL,
     generation_started_at TIMESTAMPTZ NULL,
     generation_processed_at TIMESTAMPTZ NULL,
-    project_id TEXT NULL
+    project_id TEXT NULL,
+    {constraints}
 )"""
 
 
@@ -107,7 +132,8 @@ def _other_tables(ts: str, now_default: str) -> list[str]:
         """CREATE TABLE IF NOT EXISTS task_dependencies (
             task_id TEXT NOT NULL,
             depends_on TEXT NOT NULL,
-            PRIMARY KEY (task_id, depends_on)
+            PRIMARY KEY (task_id, depends_on),
+            CONSTRAINT task_dependencies_not_own_parent CHECK (task_id <> depends_on)
         )""",
         f"""CREATE TABLE IF NOT EXISTS workers (
             id TEXT PRIMARY KEY,
@@ -206,7 +232,7 @@ SQLITE = Dialect(
     lease_until=":lease_until",
     not_before_at=":not_before_at",
     row_now=":now",
-    seed_table=_SEED_TABLE_SQLITE,
+    seed_table=_SEED_TABLE_SQLITE.replace("{constraints}", _TASK_CHECKS_SQL),
     extra_columns=_extra_columns("TEXT", "TEXT"),
     other_tables=_other_tables("TEXT", "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')"),
     indexes=_INDEXES,
@@ -273,11 +299,11 @@ POSTGRES = Dialect(
     lease_until=_PG_LEASE,
     not_before_at="now() + make_interval(secs => CAST(:delay_seconds AS double precision))",
     row_now="clock_timestamp()",
-    seed_table=_SEED_TABLE_POSTGRES,
+    seed_table=_SEED_TABLE_POSTGRES.replace("{constraints}", _TASK_CHECKS_SQL),
     extra_columns=_extra_columns("TIMESTAMPTZ", "JSONB"),
     other_tables=_other_tables("TIMESTAMPTZ", "now()"),
     indexes=_INDEXES,
-    triggers=_POSTGRES_NOTIFY + [_PG_CLAIM_FUNCTION],
+    triggers=_POSTGRES_NOTIFY + [_PG_CLAIM_FUNCTION] + _PG_ADD_CHECKS,
     add_column="ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {name} {ddl}",
     claim_template=(
         "SELECT " + ", ".join(CLAIM_COLUMNS) + " FROM headless_claim(:worker,"
@@ -455,6 +481,20 @@ class Statements:
         self.stranded = (
             "SELECT t.id, p.id AS parent, p.status AS parent_status FROM tasks t JOIN tasks p ON p.id = t.dependant_on"
             " WHERE t.status = 'Queued' AND p.status IN ('Failed', 'Cancelled') LIMIT 100"
+        )
+        # Rows with a status word no worker knows ('Pending', 'queued'): nothing would ever pick them up.
+        self.unknown_status = f"SELECT id, status FROM tasks WHERE status NOT IN ({STATUS_WORDS}) LIMIT 100"
+        self.end_unknown_status = (
+            f"UPDATE tasks SET status = 'Failed', error_message = :message, lease_expires_at = NULL,"
+            f" updated_at = {now}, generation_processed_at = {now} WHERE id = :id AND status = :old_status"
+            f" RETURNING parent_task_id"
+        )
+        # Queued rows waiting on Queued rows: the graph the sweep searches for cycles (walked in Python).
+        self.waiting_edges = (
+            "SELECT t.id, t.dependant_on FROM tasks t JOIN tasks p ON p.id = t.dependant_on"
+            " WHERE t.status = 'Queued' AND p.status = 'Queued'"
+            " UNION ALL SELECT d.task_id, d.depends_on FROM task_dependencies d JOIN tasks t ON t.id = d.task_id"
+            " JOIN tasks q ON q.id = d.depends_on WHERE t.status = 'Queued' AND q.status = 'Queued'"
         )
         self.stranded_edges = (
             "SELECT t.id, q.id AS parent, q.status AS parent_status FROM task_dependencies d"

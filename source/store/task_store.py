@@ -47,6 +47,8 @@ class TaskStore(Database):
                 for spec in specs:
                     task_id = spec.get("task_id") or str(uuid.uuid4())
                     depends_on = list(spec.get("depends_on") or [])
+                    if task_id in depends_on:
+                        raise StoreError(f"task {task_id} cannot depend on itself: it would never run")
                     dag.check_parents_exist(self, conn, depends_on)
                     if dag.exists(self, conn, task_id):
                         raise StoreError(f"a task with id {task_id} already exists")
