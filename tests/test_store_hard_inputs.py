@@ -128,6 +128,7 @@ def test_the_sweep_ends_rows_that_slipped_in_so_an_idle_worker_exits(db_url, tmp
     assert ended["selfish"] == ("Failed", "dependency cycle selfish -> selfish: no task in it can ever run")
     assert ended["a"] == ended["b"] == ("Failed", "dependency cycle a -> b -> a: no task in it can ever run")
     assert ended["after"][0] == "Failed" and "not run: task a (noop) that it depends on failed" in ended["after"][1]
-    assert {ended[t] for t in (x, y, z)} == {("Failed", "dependency cycle x -> z -> y -> x: no task in it can ever run")}
+    cycle = ("Failed", "dependency cycle x -> z -> y -> x: no task in it can ever run")
+    assert {ended[t] for t in (x, y, z)} == {cycle}
     assert ended["fine"] == ("Complete", "")
     store.close()

@@ -12,8 +12,9 @@ import json
 import os
 import random
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -39,7 +40,7 @@ def iso(moment: datetime) -> str:
 
 def iso_now(offset_seconds: float = 0.0) -> str:
     """The seed's timestamp form: ISO-8601 UTC with microseconds and a Z (sorts as text)."""
-    return iso(datetime.now(timezone.utc) + timedelta(seconds=offset_seconds))
+    return iso(datetime.now(UTC) + timedelta(seconds=offset_seconds))
 
 
 def normalise_db_url(url: str) -> str:
@@ -56,7 +57,7 @@ def normalise_db_url(url: str) -> str:
 def redact_url(url: str) -> str:
     try:
         return sa.engine.make_url(normalise_db_url(url)).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported without its text, which may hold a password
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported without its text (it may hold a password)
         return "<database url>"
 
 
@@ -163,7 +164,7 @@ class Database:
         """Time parameters for a statement (SQLite uses the ISO texts; PostgreSQL the seconds)."""
         times: dict[str, Any] = {"lease_seconds": lease_seconds, "delay_seconds": delay_seconds}
         if self.is_sqlite:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             times["now"] = iso(now)
             times["lease_until"] = iso(now + timedelta(seconds=lease_seconds)) if lease_seconds else times["now"]
             times["not_before_at"] = iso(now + timedelta(seconds=delay_seconds)) if delay_seconds else times["now"]

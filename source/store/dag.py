@@ -10,7 +10,8 @@ its own with `db.begin()`; all statements come from source/store/sql.py.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Connection
 

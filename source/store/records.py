@@ -55,23 +55,15 @@ class UndecodableText(str):
 
     problem: str
 
-    @classmethod
-    def of(cls, data: bytes) -> "UndecodableText":
-        text = cls(data.decode("utf-8", "replace"))
-        try:
-            data.decode("utf-8")
-            text.problem = "not valid UTF-8"
-        except UnicodeDecodeError as exc:
-            text.problem = f"byte 0x{data[exc.start]:02x} at position {exc.start} is not valid UTF-8"
-        return text
-
 
 def decode_text(data: bytes) -> str:
     """A database text value: UTF-8, or an UndecodableText saying why it is not."""
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return UndecodableText.of(data)
+    except UnicodeDecodeError as exc:
+        text = UndecodableText(data.decode("utf-8", "replace"))
+        text.problem = f"byte 0x{data[exc.start]:02x} at position {exc.start} is not valid UTF-8"
+        return text
 
 
 def parse_params(raw: Any) -> Any:

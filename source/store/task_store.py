@@ -9,11 +9,19 @@ schema in schema.py, and every SQL statement in sql.py.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from source.store import dag, schema
-from source.store.connection import (Database, is_connection_problem, iso_now, normalise_db_url, redact_url,
-                                     text, to_json)
+from source.store.connection import (
+    Database,
+    is_connection_problem,
+    iso_now,
+    normalise_db_url,
+    redact_url,
+    text,
+    to_json,
+)
 from source.store.records import Claim, StoreError, claim_from, parse_params
 from source.task_context import ChildTask
 from source.task_status import TaskStatus
