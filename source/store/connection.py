@@ -101,8 +101,9 @@ class Database:
             def _on_connect(dbapi_conn, _record):  # we issue BEGIN ourselves (pysqlite's own is deferred)
                 dbapi_conn.isolation_level = None
                 # A TEXT value that is not UTF-8 (another app's latin-1) would make sqlite3 raise
-                # OperationalError mid-fetch: taken for an outage, the claim would retry forever and roll
-                # back the completion batched with it. Decoded here, the row reads and then fails alone.
+                # OperationalError mid-fetch, taken for an outage and retried forever. Decoded here, such
+                # a row reads (marked) and then fails alone. The hot path's driver connections decode in
+                # C and fall back to this only when they meet such a row (driver_connection.py).
                 dbapi_conn.text_factory = decode_text
                 cursor = dbapi_conn.cursor()
                 for pragma in q.SQLITE_CONNECT_PRAGMAS:
