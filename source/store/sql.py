@@ -48,7 +48,6 @@ INSERT_COLUMNS = ("id", "task_type", "params", "status", "dependant_on", "projec
                   "timeout_seconds", "parent_task_id", "completes_parent")
 LIST_FILTERS = ("status", "task_type", "project_id", "parent_task_id")
 
-# The seed's 11 columns come first; a table made by the seed worker is migrated by adding the rest.
 # Rows that could never run are refused where the database can: an unknown status word (e.g. 'Pending',
 # 'queued') and a task that depends on itself. New tables have these CHECKs. A PostgreSQL table made
 # earlier gets the status CHECK NOT VALID: old rows stay, for the sweep to end (setting a known status,
@@ -72,6 +71,7 @@ _PG_ADD_CHECKS = [
         _TASK_CHECKS[0], ("task_dependencies", "task_dependencies_not_own_parent", "CHECK (task_id <> depends_on)"))
 ]
 
+# The seed's 11 columns come first; a table made by the seed worker is migrated by adding the rest.
 _SEED_TABLE_SQLITE = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
