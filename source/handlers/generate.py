@@ -72,10 +72,10 @@ def to_generation_params(raw: dict[str, Any], task_type: str) -> dict[str, Any]:
 
 @register("generate", "wgp", "t2v", "i2v", "vace", "flf2v", params_model=GenerateParams)
 def handle_generate(params: GenerateParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
 
     raw = params.model_dump()
-    gen = generate_single_video(ctx, to_generation_params(raw, ctx.task_type))
+    gen = generate_single_video(ctx, GenerationParams.parse(to_generation_params(raw, ctx.task_type)))
     return HandlerResult(
         output_location=ctx.location_for(gen.video_path),
         result={"seed": gen.seed, "frames": gen.frames, "width": gen.width, "height": gen.height, "fps": gen.fps,
