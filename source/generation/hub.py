@@ -22,7 +22,8 @@ _NOT_CACHED = ("LocalEntryNotFoundError", "OfflineModeIsEnabled")
 _NETWORK = ("ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout", "HfHubHTTPError", "ChunkedEncodingError",
             "HTTPError", "ConnectError", "ReadError")
 _NOT_CACHED_TEXT = ("offline", "local_files_only", "cannot find the requested files in the local cache",
-                    "couldn't find them in the cached files", "not the path to a directory", "outgoing traffic has been disabled")
+                    "couldn't find them in the cached files", "not the path to a directory",
+                    "outgoing traffic has been disabled")
 
 
 def hf_cache_dir() -> str | None:
