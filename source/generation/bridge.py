@@ -82,7 +82,7 @@ def generate_single_video(ctx: TaskContext, params: GenerationParams | dict, *,
 
     on_step(0, request.steps)
     rendered = engine.render(request, inputs, on_step=on_step, is_cancelled=lambda: ctx.cancel_requested,
-                             work_dir=ctx.work_dir, output_path=output_path)
+                             work_dir=lambda: ctx.work_dir, output_path=output_path)
     clock.timings.update(rendered.timings)
     record["loras"] += rendered.extra_loras
     ctx.check_cancelled()

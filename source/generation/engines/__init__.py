@@ -7,6 +7,7 @@ An engine:
 - `load(spec, log)` -> `Loaded`: make the model warm (a no-op where the engine loads lazily),
 - `render(request, inputs, *, on_step, is_cancelled, work_dir, output_path)` -> `Rendered`: run it,
   calling `on_step(k, n)` after each denoising step (which raises TaskCancelled on a cancel request).
+  `work_dir()` gives the task's scratch folder (a call: asking creates it, and most engines never need it).
   A render returns float frames for the bridge to encode, or a finished video at `output_path`.
 
 `get_engine(name)` imports the engine on first use: Wan2GP is never imported unless selected.
@@ -51,7 +52,7 @@ class GenerationEngine(Protocol):
     def load(self, spec: ModelSpec, log: Callable[..., None]) -> Loaded: ...
 
     def render(self, request: GenerationRequest, inputs: Inputs, *, on_step: StepCallback,
-               is_cancelled: Callable[[], bool], work_dir: Path, output_path: Path) -> Rendered: ...
+               is_cancelled: Callable[[], bool], work_dir: Callable[[], Path], output_path: Path) -> Rendered: ...
 
 
 def get_engine(name: str) -> GenerationEngine:

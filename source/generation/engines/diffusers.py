@@ -50,7 +50,7 @@ class DiffusersEngine:
         return Loaded(model.revision, time.perf_counter() - t0 if self.engine.load_count != before else 0.0)
 
     def render(self, request: GenerationRequest, inputs: Inputs, *, on_step: StepCallback,
-               is_cancelled: Callable[[], bool], work_dir: Path, output_path: Path) -> Rendered:
+               is_cancelled: Callable[[], bool], work_dir: Callable[[], Path], output_path: Path) -> Rendered:
         t0 = time.perf_counter()
         loras, extra = self._loras(request, inputs)
         self.engine.apply_loras(loras)

@@ -24,11 +24,11 @@ class Wan2GPEngine:
         return Loaded(spec.revision)  # WanGP loads (and swaps) models inside its own job runner
 
     def render(self, request: GenerationRequest, inputs: Inputs, *, on_step: StepCallback,
-               is_cancelled: Callable[[], bool], work_dir: Path, output_path: Path) -> Rendered:
+               is_cancelled: Callable[[], bool], work_dir: Callable[[], Path], output_path: Path) -> Rendered:
         from source.generation import wan2gp_engine
 
         t0 = time.perf_counter()
         video = wan2gp_engine.generate(wan2gp_engine.build_settings(request, inputs.paths, inputs.loras),
-                                       work_dir=work_dir, output_path=output_path, on_step=on_step,
+                                       work_dir=work_dir(), output_path=output_path, on_step=on_step,
                                        is_cancelled=is_cancelled)
         return Rendered(video=video, runtime={"engine": "wan2gp"}, timings={"generate_s": time.perf_counter() - t0})
