@@ -1,7 +1,9 @@
 """Structured logs: one JSON object per line with an `event` field, on stderr and in --log-dir files.
 
-Secrets never reach the log: values of secret-looking keys are masked, and passwords inside URLs
-(`scheme://user:password@host`) are replaced, wherever they appear in a value.
+Secrets never reach the log: values of secret-looking keys are masked, and inside any URL found in a value
+the password (`scheme://user:password@host`) and the values of secret-looking query parameters (`?token=`,
+`&sig=`, signed-URL parameters such as `X-Amz-Signature`, `X-Goog-Credential`, `api_key`) are replaced.
+mask_url is the one home of that rule; downloads use it for their error messages too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from typing import Any, TextIO
 _SECRET_KEYS = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|authorization|access[_-]?key|service[_-]?role",
                           re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+# A query parameter whose name contains one of these carries a credential (over-masking costs nothing).
+_SECRET_QUERY = re.compile(r"([?&;])([^=&;#\s]*(?:token|sig|secret|pass|pwd|key|auth|credential|session|jwt)"
+                           r"[^=&;#\s]*=)[^&;#\s\"'<>]*", re.IGNORECASE)
 
 
 _PLAIN = (int, float, bool, type(None))  # nothing to mask inside these
@@ -29,11 +35,25 @@ def _is_secret_key(key: str) -> bool:
     return _SECRET_KEYS.search(key) is not None
 
 
+def _mask_one_url(match: re.Match) -> str:
+    url = match.group(0)
+    return _SECRET_QUERY.sub(r"\1\2***", url) if "=" in url else url
+
+
+def mask_url(text: str) -> str:
+    """text with every URL's password and secret query values replaced by ***."""
+    if "://" not in text:  # the common case: no URL, nothing to scan
+        return text
+    if "@" in text:
+        text = _URL_PASSWORD.sub(r"\1***@", text)
+    return _URL.sub(_mask_one_url, text)
+
+
 def redact(value: Any, key: str = "") -> Any:
     if key and _is_secret_key(key):
         return "***"
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\1***@", value) if "@" in value else value  # no "@", no URL password
+        return mask_url(value)
     if isinstance(value, dict):
         return {k: v if type(v) in _PLAIN and not _is_secret_key(str(k)) else redact(v, str(k))
                 for k, v in value.items()}

@@ -120,14 +120,15 @@ class TaskContext:
 
     def resolve_input(self, ref: str, *, kind: str = "file") -> Path:
         """A local, readable path for an untrusted path or URL from params (downloads are bounded)."""
-        return self.storage.resolve_input(ref, kind=kind)
+        # The cancellation check (it includes the task's time limit) can stop a download mid-body.
+        return self.storage.resolve_input(ref, kind=kind, should_stop=self._is_cancelled)
 
     def output_of(self, task_id: str) -> Path:
         """The local file of another task's output (it must be Complete)."""
         location = self._task_output(task_id)
         if not location:
             raise InvalidInput(f"task {task_id} has no output (it does not exist or is not Complete)")
-        return self.storage.resolve_input(location, kind="task output")
+        return self.storage.resolve_input(location, kind="task output", should_stop=self._is_cancelled)
 
     def log(self, event: str, **fields: Any) -> None:
         self._log(event, task_id=self.task_id, **fields)

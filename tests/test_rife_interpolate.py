@@ -159,3 +159,25 @@ def test_odd_and_tiny_sizes_are_padded_and_cropped_back(rife, photo):
         a, _, b = shifted_triplet(photo, h, w, dx=2)
         out = rife.interpolate(a, b, 0.3)
         assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+def test_handler_caps_frames_and_total_pixels_and_quotes_only_an_excerpt(ctx_factory):
+    from source.handlers.rife_interpolate import MAX_FRAMES, MAX_TOTAL_PIXELS
+
+    p1, p2 = ctx_factory.inputs / "a.png", ctx_factory.inputs / "b.png"
+    Image.fromarray(data.chelsea()).save(p1)
+    Image.fromarray(data.coffee()).save(p2)
+    base = {"input_image_path1": str(p1), "input_image_path2": str(p2)}
+    with pytest.raises(InvalidInput, match=f"frames: Input should be less than or equal to {MAX_FRAMES}"):
+        run_handler("rife_interpolate_images", {**base, "frames": 10**9}, ctx_factory())
+    # within the frame cap but over the pixel budget: refused before any image is decoded at that size
+    frames = MAX_TOTAL_PIXELS // (4096 * 4096) + 1
+    with pytest.raises(InvalidInput, match=f"{frames} frames of 4096x4096 exceed the cap"):
+        run_handler("rife_interpolate_images", {**base, "frames": frames, "resolution": "4096x4096"}, ctx_factory())
+    huge = "9" * 100_000
+    for params in ({**base, "frames": 3, "resolution": huge}, {**base, "frames": 3, "resolution": f"{huge}x16"},
+                   {**base, "input_image_path1": huge, "frames": 3}):
+        with pytest.raises(InvalidInput) as info:
+            run_handler("rife_interpolate_images", params, ctx_factory())
+        assert len(str(info.value)) < 300, str(info.value)[:300]
+    assert not list(ctx_factory.storage.files_dir.glob("rife_*"))

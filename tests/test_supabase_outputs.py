@@ -60,15 +60,19 @@ def test_refused_and_failed_uploads_are_transient_with_a_clear_reason(storage_se
 
 
 def test_configuration_from_flags_and_the_seed_environment(monkeypatch):
+    from source.settings import reset  # settings are read once: read them again after each change
+
     for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY", "SUPABASE_ANON_KEY",
                  "SUPABASE_KEY", "SUPABASE_VIDEO_BUCKET"):
         monkeypatch.delenv(name, raising=False)
     assert SupabaseStorageConfig.from_environment() is None  # not configured: outputs stay local
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co/")
+    reset()
     with pytest.raises(ValueError, match="no key"):
         SupabaseStorageConfig.from_environment()
     monkeypatch.setenv("SUPABASE_ANON_KEY", "anon")
     monkeypatch.setenv("SUPABASE_SERVICE_KEY", "service")
+    reset()
     config = SupabaseStorageConfig.from_environment()
     assert (config.url, config.key, config.bucket) == ("https://abc.supabase.co", "service", "image_uploads")
     assert SupabaseStorageConfig.from_environment(bucket="videos", key="k").bucket == "videos"
@@ -89,8 +93,9 @@ def test_two_machines_share_outputs_through_storage(pg_url, storage_service, tmp
     env = {"SUPABASE_URL": storage_service.url, "SUPABASE_SERVICE_ROLE_KEY": KEY}
     a = WorkerProcess(pg_url, tmp_path / "logs", *FAST, "--exit-when-idle", "--task-types", "rife_interpolate_images",
                       "--output-dir", str(tmp_path / "machine_a"), worker_id="A", env=env)
+    # B downloads A's output from the stand-in on 127.0.0.1: a loopback address, so it must opt in.
     b = WorkerProcess(pg_url, tmp_path / "logs", *FAST, "--exit-when-idle", "--task-types", "extract_frame",
-                      "--output-dir", str(tmp_path / "machine_b"), worker_id="B", env=env)
+                      "--output-dir", str(tmp_path / "machine_b"), "--allow-private-urls", worker_id="B", env=env)
     try:
         assert a.wait(180) == 0, a.stderr_tail()
         assert b.wait(180) == 0, b.stderr_tail()

@@ -84,12 +84,12 @@ def lookup(ctx: TaskContext, key: str, output_path: Path) -> CacheHit | None:
 def fill(ctx: TaskContext, key: str, output_path: Path) -> None:
     """Keep a copy of a finished video and record it under `key`."""
     try:
-        ctx.cache_put(key, ctx.location_for(_keep(ctx, key, output_path)))
+        ctx.cache_put(key, ctx.location_for(keep_copy(ctx, key, output_path)))
     except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail a finished video
         ctx.log("cache_put_failed", key=key, error=str(exc)[:300])
 
 
-def _keep(ctx: TaskContext, key: str, output_path: Path) -> Path:
+def keep_copy(ctx: TaskContext, key: str, output_path: Path) -> Path:
     """The cached copy lives under `<files dir>/.cache/`, so it outlives the task's scratch folder (callers
     that post-process, like travel segments, generate into one). A hard link costs no space; across
     file systems it is copied."""

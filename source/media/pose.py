@@ -293,16 +293,7 @@ def interpolate_poses(a: Pose, b: Pose, n: int, *, width: int | None = None, hei
     return out
 
 
-def interpolated_skeleton_frames(a: Pose, b: Pose, n: int, *, width: int | None = None,
-                                 height: int | None = None, **render_kw) -> Iterator[np.ndarray]:
-    """Skeleton frames (uint8 RGB) moving from pose a to pose b over n frames."""
-    from source.media.pose_render import draw_openpose
-
-    for pose in interpolate_poses(a, b, n, width=width, height=height):
-        yield draw_openpose(pose, **render_kw)
-
-
 __all__ = [
     "OPENPOSE_KEYPOINTS", "Pose", "PoseDetector", "get_pose_detector", "detect_pose", "landmarks_to_openpose",
-    "interpolate_poses", "interpolated_skeleton_frames", "empty_frame_json",
+    "interpolate_poses", "empty_frame_json",
 ]

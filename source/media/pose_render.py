@@ -7,11 +7,12 @@ each keypoint a filled circle in its standard colour. Our own drawing code (Open
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 
-from source.media.pose import DEFAULT_MIN_CONFIDENCE, NUM_KEYPOINTS, Pose
+from source.media.pose import DEFAULT_MIN_CONFIDENCE, NUM_KEYPOINTS, Pose, interpolate_poses
 
 # The standard 17 limbs as pairs of OpenPose keypoint indices (0-based).
 LIMBS = (
@@ -77,3 +78,10 @@ def draw_openpose(pose: Pose | None, width: int | None = None, height: int | Non
 
 
 __all__ = ["LIMBS", "COLORS", "draw_openpose"]
+
+
+def interpolated_skeleton_frames(a: Pose, b: Pose, n: int, *, width: int | None = None,
+                                 height: int | None = None, **render_kw) -> Iterator[np.ndarray]:
+    """Skeleton frames (uint8 RGB) moving from pose a to pose b over n frames."""
+    for pose in interpolate_poses(a, b, n, width=width, height=height):
+        yield draw_openpose(pose, **render_kw)
