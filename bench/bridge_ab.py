@@ -7,7 +7,8 @@ engines) is loaded from git beside the current one; both drive the same warm eng
 reference and current on each mode, so machine load (a shared 2-core box) hits both alike. Measured per task:
 `outside_ms` = wall time of generate_single_video minus the pipeline's own `generate_s` and `load_s` (from the
 sidecar): request, inputs, cache key, encode, sidecar (min and median per mode; the sum compares minimums).
-Also a VACE cache hit's wall time. Prints one JSON object.
+Also a VACE cache hit's wall time, and `bridge_only_ms`: whole calls with the denoiser stubbed out (zeros of
+the right shape), the least noisy view of the bridge's own cost. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -52,6 +53,33 @@ def _outside_ms(run, ctx, params) -> float:
     wall = time.perf_counter() - t
     tm = json.loads(res.sidecar_path.read_text())["timings"]
     return 1000 * (wall - tm.get("generate_s", 0.0) - tm.get("load_s", 0.0))
+
+
+def _stubbed(versions, factory, media, base, rounds: int) -> dict:
+    """Whole-call wall time with the denoiser replaced by zeros of the right shape (the model is loaded for
+    real first): what is left is the bridge itself, encode and sidecar included, with little noise."""
+    import numpy as np
+
+    from source.generation.engine import get_engine
+
+    engine, out = get_engine(), {}
+    for mode in ("t2v", "i2v", "vace"):
+        for run in versions.values():
+            run(factory(), _params(mode, media, base, 1) | {"use_cache": False})
+        real = engine.generate
+        engine.generate = lambda call, **kw: np.zeros((call["num_frames"], call["height"], call["width"], 3),
+                                                      np.float32)
+        rows: dict[str, list[float]] = {k: [] for k in versions}
+        try:
+            for i in range(rounds):
+                for name, run in (list(versions.items()) if i % 2 == 0 else list(reversed(versions.items()))):
+                    t = time.perf_counter()
+                    run(factory(), _params(mode, media, base, 100 + i) | {"use_cache": False})
+                    rows[name].append(1000 * (time.perf_counter() - t))
+        finally:
+            engine.generate = real
+        out[mode] = {k: {"min": round(min(v), 2), "median": round(statistics.median(v), 2)} for k, v in rows.items()}
+    return out
 
 
 def main(argv=None) -> None:
@@ -100,6 +128,7 @@ def main(argv=None) -> None:
             hits[name].append(1000 * (time.perf_counter() - t))
     out["cache_hit_ms"] = {k: {"min": round(min(v), 2), "median": round(statistics.median(v), 2)}
                            for k, v in hits.items()}
+    out["bridge_only_ms"] = _stubbed(versions, factory, media, base, 4 * a.rounds)
     ref_total = sum(m["reference"]["min"] for m in out["outside_ms"].values())
     cur_total = sum(m["current"]["min"] for m in out["outside_ms"].values())
     out["outside_ms_sum"] = {"reference": round(ref_total, 1), "current": round(cur_total, 1),
