@@ -24,9 +24,9 @@ class GenerateParams(BaseModel):
 
 @register("generate", "wgp", "t2v", "i2v", "vace", "flf2v", "standard_wgp_task", params_model=GenerateParams)
 def handle_generate(params: GenerateParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
 
-    gen = generate_single_video(ctx, params.model_dump())
+    gen = generate_single_video(ctx, GenerationParams.parse(params.model_dump()))
     return HandlerResult(
         output_location=ctx.location_for(gen.video_path),
         result={"seed": gen.seed, "frames": gen.frames, "width": gen.width, "height": gen.height, "fps": gen.fps,
