@@ -8,10 +8,11 @@ applies the request's LoRAs (plus a speed preset's files) and runs the pipeline.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from source.generation.engines import Loaded, Rendered, StepCallback
+from source.generation.engines.protocol import Loaded, Rendered, StepCallback
 from source.generation.inputs import Inputs, sha256_file
 from source.generation.model_catalog import ModelSpec
 from source.generation.request import GenerationRequest

@@ -4,10 +4,10 @@ WanGP as its settings dict; WanGP writes the video itself. See `source.generatio
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from source.generation.engines import Loaded, Rendered, StepCallback
+from source.generation.engines.protocol import Loaded, Rendered, StepCallback
 from source.generation.inputs import Inputs
 from source.generation.model_catalog import ModelSpec
 from source.generation.request import GenerationRequest
