@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp names the requirement files' hash, so changing a pin re-runs the install; otherwise setup is instant.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup lint test demo demo-narrated bench clean
+.PHONY: setup lint test demo demo-narrated bench serve clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ demo-narrated: setup
 
 bench: setup
 	$(BIN)/python bench/queue_bench.py
+
+# The HTTP API on loopback (API keys: `add_task.py keys create --project P`); SERVE_ARGS=--no-auth to skip keys.
+serve: setup
+	$(BIN)/python serve.py --host 127.0.0.1 --port 8000 $(SERVE_ARGS)
 
 clean:
 	rm -rf demo/ .pytest_cache .cache

@@ -1,0 +1,57 @@
+"""The FastAPI application: one TaskStore (and its API tables) per process, routers, /health,
+/v1/workers, and errors mapped to what the client should do next (503: try again later)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from source.api import events, tasks
+from source.api.auth import Caller
+from source.api.views import when
+from source.storage import Storage
+from source.store.api_store import ApiStore
+from source.store.task_store import TaskStore
+
+VERSION = "1"
+
+
+def create_app(db_url: str, *, no_auth: bool = False, store: TaskStore | None = None) -> FastAPI:
+    app = FastAPI(title="headless-wan API", version=VERSION,
+                  description="Queue tasks, follow their progress, fetch their outputs.")
+    app.state.store = store or TaskStore(db_url)
+    app.state.api = ApiStore(app.state.store)
+    app.state.storage = Storage.for_database(app.state.store.url if db_url.startswith("sqlite") else db_url)
+    app.state.no_auth = no_auth
+    app.include_router(tasks.router)
+    app.include_router(events.router)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # The message may name the server: say only what to do.
+        return JSONResponse({"detail": "the database is unavailable; try again shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    @app.get("/health", tags=["service"])
+    def health(request: Request) -> JSONResponse:
+        """200 when the database answers; 503 otherwise."""
+        try:
+            counts = request.app.state.store.count_by_status()
+        except Exception:  # noqa: BLE001 - any database failure means "not healthy", never a 500
+            return JSONResponse({"ok": False, "database": "unavailable"}, status_code=503)
+        return JSONResponse({"ok": True, "database": "ok", "tasks": counts})
+
+    @app.get("/v1/workers", tags=["service"])
+    def workers(request: Request, key: Caller) -> dict[str, Any]:
+        """Workers that registered, newest heartbeat first (the current task only for admin keys)."""
+        rows = request.app.state.api.workers()
+        return {"workers": [{"id": r["id"], "host": r["host"], "pid": r["pid"], "status": r["status"],
+                             "version": r["version"], "started_at": when(r["started_at"]),
+                             "last_seen_at": when(r["last_seen_at"]),
+                             "current_task_id": r["current_task_id"] if key.admin else None} for r in rows]}
+
+    return app
