@@ -30,7 +30,7 @@ from source.store.task_store import StoreError, TaskStore, parse_params  # noqa:
 from source.task_context import InvalidInput  # noqa: E402
 from source.task_status import TERMINAL, TaskStatus  # noqa: E402
 
-COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate", "keys")
+COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate", "keys", "webhook-secret")
 
 
 class CliError(Exception):
@@ -236,6 +236,9 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             sp.add_argument("--project")
             sp.add_argument("--admin", action="store_true", help="the key sees every project's tasks")
             continue
+        if name == "webhook-secret":  # a new whsec_ signing secret for a project's webhooks (printed once)
+            sp.add_argument("--project", required=True)
+            continue
         if name != "list":
             sp.add_argument("id")
         if name == "status":
@@ -273,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_watch(args, store)
             if args.command == "keys":
                 return cmd_keys(args, store)
+            if args.command == "webhook-secret":
+                from source.store.api_store import ApiStore, WebhookStore
+
+                print(WebhookStore(ApiStore(store)).new_secret(args.project))
+                return 0
             return cmd_simple(args, store)
         finally:
             store.close()

@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--no-auth", action="store_true", help="no API keys (loopback only)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--webhook-allow-private", action="store_true",
+                        help="let webhooks reach loopback/private/link-local addresses (refused by default)")
+    parser.add_argument("--no-webhooks", action="store_true", help="this server does not deliver webhooks")
+    parser.add_argument("--webhook-backoff-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests
     args = parser.parse_args(argv)
     if args.no_auth and args.host not in LOOPBACK_HOSTS:
         print(f"error: --no-auth is allowed only on loopback ({', '.join(LOOPBACK_HOSTS)}), not {args.host}",
@@ -35,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from source.api.app import create_app
 
-    app = create_app(args.db or settings().db_url, no_auth=args.no_auth)
+    app = create_app(args.db or settings().db_url, no_auth=args.no_auth, deliver_webhooks=not args.no_webhooks,
+                     webhook_allow_private=args.webhook_allow_private,
+                     webhook_backoff_scale=args.webhook_backoff_scale)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,18 +13,33 @@ from fastapi.responses import JSONResponse
 from source.api import events, tasks
 from source.api.auth import Caller
 from source.api.views import when
+from source.api.webhooks import WebhookDeliverer, webhook_limits
 from source.storage import Storage
-from source.store.api_store import ApiStore
+from source.store.api_store import ApiStore, WebhookStore
 from source.store.task_store import TaskStore
 
 VERSION = "1"
 
 
-def create_app(db_url: str, *, no_auth: bool = False, store: TaskStore | None = None) -> FastAPI:
-    app = FastAPI(title="headless-wan API", version=VERSION,
+def create_app(db_url: str, *, no_auth: bool = False, store: TaskStore | None = None,
+               deliver_webhooks: bool = True, webhook_allow_private: bool = False,
+               webhook_backoff_scale: float = 1.0) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        deliverer = None
+        if deliver_webhooks:  # every server delivers; the outbox hands each attempt to one of them
+            deliverer = WebhookDeliverer(app.state.webhooks, app.state.webhook_limits, webhook_backoff_scale)
+            deliverer.start()
+        yield
+        if deliverer is not None:
+            deliverer.stop()
+
+    app = FastAPI(title="headless-wan API", version=VERSION, lifespan=lifespan,
                   description="Queue tasks, follow their progress, fetch their outputs.")
     app.state.store = store or TaskStore(db_url)
     app.state.api = ApiStore(app.state.store)
+    app.state.webhooks = WebhookStore(app.state.api)
+    app.state.webhook_limits = webhook_limits(webhook_allow_private)
     app.state.storage = Storage.for_database(app.state.store.url if db_url.startswith("sqlite") else db_url)
     app.state.no_auth = no_auth
     app.include_router(tasks.router)

@@ -12,11 +12,13 @@ from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from source.api.auth import Caller, sees
 from source.api.views import decode_cursor, encode_cursor, task_view
+from source.api.webhooks import check_webhook_url
 from source.handler_registry import validate_params
 from source.store.api_store import ApiKey, idempotent_task_id, same_request
 from source.store.records import StoreError
@@ -35,6 +37,7 @@ class TaskCreate(BaseModel):
     max_attempts: int = Field(3, ge=1, le=100)
     timeout_seconds: float | None = Field(None, gt=0, le=7 * 86400)
     project_id: str | None = Field(None, max_length=200, description="admin keys only; others use the key's")
+    webhook_url: str | None = Field(None, max_length=2000, description="POSTed each state change (signed)")
 
 
 def _invalid(field: str, message: str) -> HTTPException:
@@ -62,6 +65,11 @@ def _create(request: Request, key: ApiKey, body: TaskCreate, task_id: str) -> JS
     except InvalidInput as exc:
         field = "task_type" if str(exc).startswith("unknown task_type") else "params"
         raise _invalid(field, str(exc)) from None
+    if body.webhook_url is not None:
+        try:
+            check_webhook_url(body.webhook_url, request.app.state.webhook_limits)
+        except InvalidInput as exc:
+            raise _invalid("webhook_url", str(exc)) from None
     project = _project(key, body)
     spec = {**body.model_dump(), "project_id": project}
     api = request.app.state.api
@@ -153,3 +161,10 @@ def task_output(request: Request, task_id: str, key: Caller):
     if not any(path.is_relative_to(root) for root in roots) or not path.is_file():
         raise HTTPException(404, f"the output of task {task_id} is not a file this server holds")
     return FileResponse(path, filename=Path(path).name)
+
+
+@router.get("/{task_id}/webhooks")
+def task_webhooks(request: Request, task_id: str, key: Caller) -> dict[str, Any]:
+    """The task's webhook messages and every delivery attempt (time, HTTP status, error)."""
+    _visible(request, key, task_id)
+    return {"deliveries": jsonable_encoder(request.app.state.webhooks.deliveries(task_id))}

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from source.store import dag
-from source.store.api_sql import ApiStatements
+from source.store.api_sql import OUTBOX_COLUMNS, ApiStatements, WebhookStatements
 from source.store.connection import text
 from source.store.records import StoreError
 from source.store.task_store import TaskStore
@@ -45,12 +45,15 @@ class ApiStore:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
         self.sql = ApiStatements(store.dialect)
+        self.hooks = WebhookStatements(store.dialect)
         self.ensure_schema()
 
     def ensure_schema(self) -> None:
         def create() -> None:
             with self.store.begin() as conn:
-                for ddl in self.sql.ddl:
+                if self.store.sql.migration_lock:  # PostgreSQL: one server at a time replaces the trigger
+                    conn.execute(text(self.store.sql.migration_lock))
+                for ddl in self.sql.ddl + self.hooks.ddl:
                     conn.exec_driver_sql(ddl)
         self.store.run(create, what="create API tables")
 
@@ -91,11 +94,14 @@ class ApiStore:
         def insert() -> bool:
             with self.store.begin() as conn:
                 dag.check_parents_exist(self.store, conn, depends_on)
-                return dag.insert_row(self.store, conn, task_id=task_id, task_type=spec["task_type"],
+                inserted = dag.insert_row(self.store, conn, task_id=task_id, task_type=spec["task_type"],
                                       params=spec["params"], priority=spec.get("priority") or 0,
                                       depends_on=depends_on, project_id=spec.get("project_id"),
                                       max_attempts=spec.get("max_attempts") or 3,
                                       timeout_seconds=spec.get("timeout_seconds"), if_absent=True)
+                if inserted and spec.get("webhook_url"):  # with the task: its first event finds it
+                    conn.execute(text(self.hooks.add_task_webhook), {"task_id": task_id, "url": spec["webhook_url"]})
+                return inserted
         return self.store.run(insert, what="insert task")
 
     def page(self, filters: dict[str, Any], limit: int, cursor: tuple[str, str] | None) -> list[dict[str, Any]]:
@@ -125,3 +131,56 @@ def same_request(row: dict[str, Any], task_type: str, params: Any) -> bool:
     except ValueError:
         return False
     return row.get("task_type") == task_type and stored == params
+
+
+class WebhookStore:
+    """The webhook outbox: per-project signing secrets, taking due messages, recording attempts."""
+
+    def __init__(self, api: ApiStore) -> None:
+        self.store, self.sql = api.store, api.hooks
+
+    def new_secret(self, project_id: str) -> str:
+        """A fresh `whsec_` secret for the project (replacing any earlier one); shown once to the operator."""
+        import base64
+
+        if not project_id or not project_id.strip():
+            raise StoreError("a webhook secret needs a project id")
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        with self.store.begin() as conn:
+            conn.execute(text(self.sql.put_secret), {**self.store.times(), "project_id": project_id, "secret": secret})
+        return secret
+
+    def secret_of(self, project_id: str | None) -> str | None:
+        if project_id is None:
+            return None
+        with self.store.read() as conn:
+            return conn.execute(text(self.sql.secret_of), {"project_id": project_id}).scalar()
+
+    def take_due(self, lease_seconds: float = 60.0) -> dict[str, Any] | None:
+        with self.store.begin() as conn:
+            row = conn.execute(text(self.sql.take_due), self.store.times(lease_seconds=lease_seconds)).first()
+        return dict(zip(OUTBOX_COLUMNS, row)) if row else None
+
+    def finish_attempt(self, message: dict[str, Any], *, status_code: int | None, error: str | None,
+                       duration_ms: int, retry_in: float | None) -> None:
+        """Record the attempt and its consequence in one transaction: delivered (no error), retried in
+        retry_in seconds, or given up (retry_in None)."""
+        guard = {"id": message["id"], "attempt": message["attempts"]}
+        with self.store.begin() as conn:
+            conn.execute(text(self.sql.record_attempt), {**self.store.times(), **guard, "status_code": status_code,
+                                                          "error": error, "duration_ms": duration_ms})
+            if error is None:
+                conn.execute(text(self.sql.delivered), {**self.store.times(), **guard})
+            elif retry_in is not None:
+                conn.execute(text(self.sql.retry_later), {**self.store.times(delay_seconds=retry_in), **guard,
+                                                           "error": error})
+            else:
+                conn.execute(text(self.sql.give_up), {**self.store.times(), **guard, "error": error})
+
+    def deliveries(self, task_id: str) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            out = [dict(r) for r in conn.execute(text(self.sql.deliveries_of), {"task_id": task_id}).mappings()]
+            for d in out:
+                d["attempt_log"] = [dict(r) for r in conn.execute(text(self.sql.attempts_of), {"id": d["id"]})
+                                    .mappings()]
+        return out
