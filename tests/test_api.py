@@ -126,6 +126,12 @@ def test_tasks_through_the_api_with_a_real_worker(db_url, server, tmp_path):
     finally:
         worker.stop()
 
+    metrics = anonymous.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert 'headless_tasks{status="Complete"} 7.0' in metrics.text
+    assert 'headless_api_requests_total{code="201",method="POST",route="/v1/tasks"} 8.0' in metrics.text
+    assert long_id not in metrics.text  # routes are templates: no task ids as label values
+
     key_id = key_a[len("hk_"):].split(".")[0]
     revoke = subprocess.run([sys.executable, str(REPO / "add_task.py"), "keys", "revoke", key_id, "--db", db_url],
                             capture_output=True, text=True, timeout=60)

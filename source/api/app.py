@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from source.api import events, tasks
+from source.api import events, metrics, tasks
 from source.api.auth import Caller
 from source.api.views import when
 from source.api.webhooks import WebhookDeliverer, webhook_limits
@@ -28,7 +28,8 @@ def create_app(db_url: str, *, no_auth: bool = False, store: TaskStore | None = 
     async def lifespan(app: FastAPI):
         deliverer = None
         if deliver_webhooks:  # every server delivers; the outbox hands each attempt to one of them
-            deliverer = WebhookDeliverer(app.state.webhooks, app.state.webhook_limits, webhook_backoff_scale)
+            deliverer = WebhookDeliverer(app.state.webhooks, app.state.webhook_limits, webhook_backoff_scale,
+                                         on_attempt=lambda outcome: app.state.webhook_attempts.labels(outcome).inc())
             deliverer.start()
         yield
         if deliverer is not None:
@@ -42,6 +43,7 @@ def create_app(db_url: str, *, no_auth: bool = False, store: TaskStore | None = 
     app.state.webhook_limits = webhook_limits(webhook_allow_private)
     app.state.storage = Storage.for_database(app.state.store.url if db_url.startswith("sqlite") else db_url)
     app.state.no_auth = no_auth
+    metrics.install(app)
     app.include_router(tasks.router)
     app.include_router(events.router)
 

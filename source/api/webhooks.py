@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,8 +87,10 @@ def post(url: str, body: str, headers: dict[str, str], limits: DownloadLimits) -
 
 
 class WebhookDeliverer:
-    def __init__(self, hooks: WebhookStore, limits: DownloadLimits, backoff_scale: float = 1.0) -> None:
+    def __init__(self, hooks: WebhookStore, limits: DownloadLimits, backoff_scale: float = 1.0,
+                 on_attempt: Callable[[str], None] | None = None) -> None:
         self.hooks, self.limits, self.backoff_scale = hooks, limits, backoff_scale
+        self.on_attempt = on_attempt  # metrics: "delivered", "retry" or "gave_up"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -122,6 +125,8 @@ class WebhookDeliverer:
                     if error is not None and not permanent and attempt <= len(BACKOFF_SECONDS) else None)
         self.hooks.finish_attempt(message, status_code=status, error=error,
                                   duration_ms=int((time.monotonic() - started) * 1000), retry_in=retry_in)
+        if self.on_attempt is not None:
+            self.on_attempt("delivered" if error is None else "retry" if retry_in is not None else "gave_up")
         return True
 
     def start(self, interval: float = 0.5) -> None:
