@@ -17,6 +17,9 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	@# speech fallback engine (OS package): `apt-get install espeak-ng` (root), or install it by hand
 	@command -v espeak-ng >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq espeak-ng; } \
 		|| echo "WARNING: espeak-ng missing: run 'sudo apt-get install espeak-ng' (speech tasks need it)"
+	@# the dashboard test's browser (Playwright's own download is unreachable): Debian's headless Chromium
+	@command -v chromium-headless-shell >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium-headless-shell; } \
+		|| echo "WARNING: chromium-headless-shell missing: run 'sudo apt-get install chromium-headless-shell' (tests/test_api_dashboard.py needs it)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from source.api import events, metrics, tasks
+from source.api import dashboard, events, metrics, tasks
 from source.api.auth import Caller
 from source.api.views import when
 from source.api.webhooks import WebhookDeliverer, webhook_limits
@@ -46,6 +46,7 @@ def create_app(db_url: str, *, no_auth: bool = False, store: TaskStore | None = 
     metrics.install(app)
     app.include_router(tasks.router)
     app.include_router(events.router)
+    app.include_router(dashboard.router)
 
     @app.exception_handler(sa.exc.OperationalError)
     @app.exception_handler(sa.exc.InterfaceError)
