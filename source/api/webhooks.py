@@ -145,3 +145,13 @@ class WebhookDeliverer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=15)
+
+
+def start_for_worker(store) -> WebhookDeliverer:
+    """headless.py --deliver-webhooks: a worker delivers too, under the worker's download rules for
+    private addresses (--allow-private-urls / HEADLESS_ALLOW_PRIVATE_URLS)."""
+    from source.store.api_store import ApiStore
+
+    deliverer = WebhookDeliverer(WebhookStore(ApiStore(store)), DownloadLimits(timeout_s=DEADLINE_SECONDS))
+    deliverer.start()
+    return deliverer
