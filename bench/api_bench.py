@@ -4,6 +4,8 @@
 - create throughput (POST /v1/tasks, one keep-alive client) against inserting the same tasks with
   TaskStore.add_task in this process (the reference: what the API adds is HTTP, auth and validation);
 - status throughput (GET /v1/tasks/{id}) against TaskStore.get;
+- the webhook trigger's cost on the worker's hot path: claim + complete per second on a table with the
+  outbox trigger (no task has a webhook) against the same on a table without it, alternating rounds;
 - event latency p50/p99: from a state change committed in this process (claim, progress, complete) to
   the SSE event's arrival at a client.
 
@@ -83,6 +85,33 @@ def event_latencies(client: httpx.Client, store: TaskStore, rounds: int) -> list
     return out
 
 
+def hot_path_rate(db_url: str, n: int) -> float:
+    store = TaskStore(db_url)
+    try:
+        store.add_tasks([{"task_type": "noop", "params": {}} for _ in range(n)])
+        started = time.perf_counter()
+        while (claim := store.claim("bench", 60)) is not None:
+            store.complete(claim, None)
+        return n / (time.perf_counter() - started)
+    finally:
+        store.close()
+
+
+def trigger_overhead(base: Path, n: int, rounds: int = 3) -> dict:
+    """SQLite files side by side: one with the API's tables and trigger, one without."""
+    with_trigger, without = [], []
+    for r in range(rounds):
+        plain, hooked = f"sqlite:///{base / f'plain{r}.db'}", f"sqlite:///{base / f'hooked{r}.db'}"
+        store = TaskStore(hooked)
+        ApiStore(store)  # creates the outbox tables and the trigger
+        store.close()
+        without.append(hot_path_rate(plain, n))
+        with_trigger.append(hot_path_rate(hooked, n))
+    return {"claim_complete_per_s_with_trigger": round(statistics.median(with_trigger), 1),
+            "claim_complete_per_s_without": round(statistics.median(without), 1),
+            "ratio": round(statistics.median(with_trigger) / statistics.median(without), 3)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", default=None)
@@ -106,6 +135,7 @@ def main() -> int:
         api_status = rate(args.n, lambda i: client.get(f"/v1/tasks/{ids[i]}").raise_for_status())
         ref_status = rate(args.n, lambda i: store.get(ids[i]))
         latencies = event_latencies(client, store, args.event_rounds)
+        overhead = trigger_overhead(Path(tmp.name), args.n)
         result = {
             "backend": "sqlite" if db_url.startswith("sqlite") else "postgresql", "n": args.n,
             "create_per_s": round(api_create, 1), "reference_insert_per_s": round(ref_create, 1),
@@ -114,6 +144,7 @@ def main() -> int:
             "status_ratio_to_reference": round(api_status / ref_status, 3),
             "event_latency_ms": {"n": len(latencies), "p50": round(statistics.median(latencies) * 1000, 1),
                                  "p99": round(percentile(latencies, 0.99) * 1000, 1)} if latencies else None,
+            "webhook_trigger_sqlite": overhead,
         }
         print(json.dumps(result))
     finally:

@@ -77,6 +77,8 @@ def test_tasks_through_the_api_with_a_real_worker(db_url, server, tmp_path):
     assert b.get(f"/v1/tasks/{long_id}").status_code == 404
     assert b.post(f"/v1/tasks/{long_id}/cancel").status_code == 404
     assert {t["id"] for t in b.get("/v1/tasks").json()["tasks"]} == {other.json()["id"]}
+    hidden_parent = b.post("/v1/tasks", json={"task_type": "noop", "params": {}, "depends_on": [long_id]})
+    assert hidden_parent.status_code == 422 and hidden_parent.json()["detail"][0]["loc"] == ["body", "depends_on"]
 
     # Pages: newest first, every task once.
     for i in range(5):

@@ -70,6 +70,9 @@ def _create(request: Request, key: ApiKey, body: TaskCreate, task_id: str) -> JS
             check_webhook_url(body.webhook_url, request.app.state.webhook_limits)
         except InvalidInput as exc:
             raise _invalid("webhook_url", str(exc)) from None
+    for parent in body.depends_on:  # another project's task is as absent here as everywhere else
+        if not sees(key, request.app.state.store.get(parent)):
+            raise _invalid("depends_on", f"depends-on task {parent[:200]} does not exist")
     project = _project(key, body)
     spec = {**body.model_dump(), "project_id": project}
     api = request.app.state.api
@@ -80,7 +83,8 @@ def _create(request: Request, key: ApiKey, body: TaskCreate, task_id: str) -> JS
     row = request.app.state.store.get(task_id)
     if not inserted and (not sees(key, row) or not same_request(row, body.task_type, body.params)):
         raise HTTPException(409, f"task {task_id} already exists with a different request")
-    return JSONResponse(task_view(row, api.children(task_id)), status_code=201 if inserted else 200,
+    children = [] if inserted else api.children(task_id)  # a task just inserted has none yet
+    return JSONResponse(task_view(row, children), status_code=201 if inserted else 200,
                         headers={"Location": f"/v1/tasks/{task_id}"})
 
 
