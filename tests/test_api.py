@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -169,3 +170,34 @@ def test_no_auth_is_refused_off_loopback(sqlite_url):
     out = subprocess.run([sys.executable, str(REPO / "serve.py"), "--db", sqlite_url, "--no-auth", "--host",
                           "0.0.0.0"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "loopback" in out.stderr
+
+
+def test_events_resume_from_last_event_id_without_repeats(db_url, server):
+    """A client that reconnects with the id of the last event it saw gets only what changed since."""
+    client = server.client(make_key(db_url, "R"))
+    store = TaskStore(db_url)
+    try:
+        task_id = client.post("/v1/tasks", json={"task_type": "noop", "params": {}}).json()["id"]
+        claim = store.claim("T", 60)
+        assert claim.id == task_id and store.heartbeat(claim, 60, 0.25, "a quarter")[0]
+        with client.stream("GET", f"/v1/tasks/{task_id}/events") as response:
+            first_id, first = None, None
+            for line in response.iter_lines():
+                if line.startswith("id:"):
+                    first_id = line[3:].strip()
+                if line.startswith("data:"):
+                    first = json.loads(line[5:])
+                    break
+        assert first["status"] == "In Progress" and first["progress"] == 0.25
+
+        def finish_later() -> None:
+            time.sleep(1.5)
+            store.heartbeat(claim, 60, 0.75, "three quarters")
+            time.sleep(0.8)
+            store.complete(claim, None)
+        threading.Thread(target=finish_later).start()
+        resumed = read_events(client, task_id, first_id)
+        assert [e["event"] for e in resumed] == ["progress", "end"], resumed
+        assert json.loads(resumed[0]["data"])["progress"] == 0.75
+    finally:
+        store.close()
