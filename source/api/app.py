@@ -41,7 +41,7 @@ def create_app(db_url: str, *, no_auth: bool = False, store: TaskStore | None = 
     app.state.api = ApiStore(app.state.store)
     app.state.webhooks = WebhookStore(app.state.api)
     app.state.webhook_limits = webhook_limits(webhook_allow_private)
-    app.state.storage = Storage.for_database(app.state.store.url if db_url.startswith("sqlite") else db_url)
+    app.state.storage = Storage.for_database(app.state.store.url)  # where workers on this database write
     app.state.no_auth = no_auth
     metrics.install(app)
     app.include_router(tasks.router)
