@@ -30,7 +30,7 @@ from source.store.task_store import StoreError, TaskStore, parse_params  # noqa:
 from source.task_context import InvalidInput  # noqa: E402
 from source.task_status import TERMINAL, TaskStatus  # noqa: E402
 
-COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate")
+COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate", "keys", "webhook-secret")
 
 
 class CliError(Exception):
@@ -171,6 +171,26 @@ def cmd_watch(args: argparse.Namespace, store: TaskStore) -> int:
     return 0 if task["status"] == TaskStatus.COMPLETE else 1
 
 
+def cmd_keys(args: argparse.Namespace, store: TaskStore) -> int:
+    from source.store.api_store import ApiStore
+
+    api = ApiStore(store)
+    if args.action == "create":
+        if not args.project:
+            raise CliError("keys create needs --project P")
+        key_id, key = api.create_key(args.project, admin=args.admin)
+        print(f"key id {key_id} for project {args.project}{' (admin)' if args.admin else ''};"
+              " the key is shown only now:", file=sys.stderr)
+        print(key)
+        return 0
+    if not args.key_id:
+        raise CliError("keys revoke needs KEY_ID")
+    if not api.revoke_key(args.key_id):
+        raise CliError(f"no live key {args.key_id}")
+    print(f"revoked {args.key_id}")
+    return 0
+
+
 def cmd_simple(args: argparse.Namespace, store: TaskStore) -> int:
     if args.command == "retry":
         ids = store.retry(args.id)
@@ -210,6 +230,15 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     for name in COMMANDS:
         sp = sub.add_parser(name)
         _db_arg(sp, default=argparse.SUPPRESS)
+        if name == "keys":  # HTTP API keys (serve.py): `keys create --project P [--admin]`, `keys revoke KEY_ID`
+            sp.add_argument("action", choices=("create", "revoke"))
+            sp.add_argument("key_id", nargs="?")
+            sp.add_argument("--project")
+            sp.add_argument("--admin", action="store_true", help="the key sees every project's tasks")
+            continue
+        if name == "webhook-secret":  # a new whsec_ signing secret for a project's webhooks (printed once)
+            sp.add_argument("--project", required=True)
+            continue
         if name != "list":
             sp.add_argument("id")
         if name == "status":
@@ -245,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_list(args, store)
             if args.command == "watch":
                 return cmd_watch(args, store)
+            if args.command == "keys":
+                return cmd_keys(args, store)
+            if args.command == "webhook-secret":
+                from source.store.api_store import ApiStore, WebhookStore
+
+                print(WebhookStore(ApiStore(store)).new_secret(args.project))
+                return 0
             return cmd_simple(args, store)
         finally:
             store.close()

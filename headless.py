@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Supabase key (prefer $SUPABASE_SERVICE_ROLE_KEY: a flag is visible in `ps`)")
     p.add_argument("--storage-bucket", default=None,
                    help="Storage bucket for outputs (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
+    p.add_argument("--deliver-webhooks", action="store_true",
+                   help="also deliver the HTTP API's webhooks from the outbox (servers do by default)")
     return p.parse_args(argv)
 
 
@@ -113,9 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     worker = Worker(store, storage, config, log, publisher=publisher)
     worker.install_signal_handlers()
+    webhooks = None
+    if args.deliver_webhooks:
+        from source.api.webhooks import start_for_worker
+
+        webhooks = start_for_worker(store)
     try:
         return worker.run()
     finally:
+        if webhooks is not None:
+            webhooks.stop()
         store.close()
         log.close()
 

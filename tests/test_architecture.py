@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SQL_MODULES = {REPO / "source" / "store" / "sql.py"}  # the one home of SQL text
+# The homes of SQL text: the store's statements, and the HTTP API's own (api keys, pages).
+SQL_MODULES = {REPO / "source" / "store" / "sql.py", REPO / "source" / "store" / "api_sql.py"}
 
 # Statement shapes, in the upper case SQL is written in here (prose in docstrings says "select" or
 # "update" in lower case and is not matched).
