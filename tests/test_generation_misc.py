@@ -147,22 +147,6 @@ def test_tiny_model_built_once_by_concurrent_processes(tmp_path):
 
 
 # -- handler -----------------------------------------------------------------------------------------------
-def test_handler_maps_seed_keys_and_alias_default_model():
-    from source.handlers.generate import to_generation_params
-
-    p = to_generation_params({"frames": 17, "steps": 4, "image_start_paths": ["a.png"], "image_end_paths": ["b.png"],
-                              "image_refs_paths": ["r.png"], "video_guide_path": "g.mp4",
-                              "video_mask_path": "m.mp4", "additional_loras": {"https://x/l.safetensors": 0.5}},
-                             "i2v")
-    assert p["model"] == "i2v" and p["video_length"] == 17 and p["num_inference_steps"] == 4
-    assert p["image_start"] == "a.png" and p["image_end"] == "b.png" and p["image_refs"] == ["r.png"]
-    assert p["video_guide"] == "g.mp4" and p["video_mask"] == "m.mp4"
-    assert p["loras"] == [{"path": "https://x/l.safetensors", "multiplier": 0.5}]
-    assert to_generation_params({}, "vace")["model"] == "vace_14B"
-    assert to_generation_params({}, "wgp")["model"] == "t2v"
-    assert to_generation_params({"model": "tiny-t2v"}, "i2v")["model"] == "tiny-t2v"
-
-
 def test_generate_handler_end_to_end(gen_ctx, tmp_path):
     import numpy as np
 
