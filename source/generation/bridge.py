@@ -16,11 +16,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from source.local_files import LOCAL_FILE
 from source.model_files import sha256_of
 from source.generation.model_catalog import IMAGE_KINDS, ModelSpec, SpeedLora, load_catalog
 from source.errors import InvalidInput
@@ -35,7 +36,7 @@ MAX_ASPECT = 4.0           # sides may differ by at most 4x
 
 class LoraParam(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    path: str
+    path: Annotated[str, LOCAL_FILE]
     multiplier: float = Field(1.0, ge=-10, le=10, validation_alias=AliasChoices("multiplier", "strength", "weight"))
     target: str = "both"  # two-expert models: high | low | both
 
@@ -54,11 +55,11 @@ class GenerationParams(BaseModel):
     guidance_scale_2: float | None = Field(None, ge=0, le=50)
     flow_shift: float | None = Field(None, gt=0, le=100)
     seed: int = -1
-    image_start: str | None = None
-    image_end: str | None = None
-    video_guide: str | None = None
-    video_mask: str | None = None
-    image_refs: list[str] | None = None
+    image_start: Annotated[str | None, LOCAL_FILE] = None
+    image_end: Annotated[str | None, LOCAL_FILE] = None
+    video_guide: Annotated[str | None, LOCAL_FILE] = None
+    video_mask: Annotated[str | None, LOCAL_FILE] = None
+    image_refs: Annotated[list[str] | None, LOCAL_FILE] = None
     loras: list[LoraParam] | None = None
     use_causvid_lora: bool = False
     use_lighti2x_lora: bool = Field(False, validation_alias=AliasChoices("use_lighti2x_lora", "use_lightx2v_lora"))
