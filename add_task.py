@@ -34,7 +34,7 @@ from source.local_files import Stager, stage_params  # noqa: E402
 from source.settings import DEFAULT_DB_URL, SettingsError, settings  # noqa: E402
 from source.storage import Storage  # noqa: E402
 from source.store.task_store import StoreError, TaskStore, parse_params  # noqa: E402
-from source.task_context import InvalidInput  # noqa: E402
+from source.task_context import InvalidInput, TransientError  # noqa: E402
 from source.task_status import TERMINAL, TaskStatus  # noqa: E402
 
 COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate")
@@ -68,8 +68,21 @@ def _output_dir_arg(p: argparse.ArgumentParser) -> None:
                         "$HEADLESS_OUTPUT_DIR or ./outputs); local files are staged under its inputs/")
 
 
+    p.add_argument("--supabase-url", default=None,
+                   help="stage local files in this Supabase project's Storage instead (default $SUPABASE_URL)")
+    p.add_argument("--supabase-key", default=None, help="Storage key (default $SUPABASE_SERVICE_ROLE_KEY, ...)")
+    p.add_argument("--storage-bucket", default=None, help="bucket (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
+
+
 def stager_for(args: argparse.Namespace) -> Stager:
-    return Stager(Storage.for_database(args.db, outputs_dir=args.output_dir))
+    from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig
+
+    try:
+        config = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
+    except ValueError as exc:  # a URL without a key
+        raise CliError(str(exc)) from None
+    return Stager(Storage.for_database(args.db, outputs_dir=args.output_dir),
+                  SupabaseOutputs(config) if config is not None else None)
 
 
 def checked_params(task_type: str, params: Any, stager: Stager, only: dict[str, Any] | None = None,
@@ -79,7 +92,7 @@ def checked_params(task_type: str, params: Any, stager: Stager, only: dict[str, 
         return stage_params(task_type, params, stager, cwd=Path.cwd(), only=only)
     except InvalidInput as exc:  # MissingFile included: one line naming the field and the path
         raise CliError(f"{where}{exc}") from None
-    except OSError as exc:
+    except (OSError, TransientError) as exc:  # unreadable file, full disk, refused or failed upload
         raise CliError(f"{where}could not stage a file: {exc}") from None
 
 

@@ -10,7 +10,8 @@ Rows other apps insert are untrusted: the worker confines their paths to its inp
 (source.storage). `add_task.py` is a trusted local tool instead: `stage_params()` resolves each local file
 against the caller's working directory, refuses a missing one, and copies it, content-addressed, to where
 every worker of that database reads (`<files dir>/inputs/<sha256>.<ext>`: `public/files/` beside a SQLite
-database, the shared output folder otherwise). The stored params name the staged copy; the original
+database, the shared output folder otherwise; uploaded to Supabase Storage when the CLI is given a
+Supabase project, as workers that publish there are). The stored params name the staged copy; the original
 absolute paths are kept under the params key `_staged_from` (staged location -> original), so the row
 records where each file came from without a schema change; the registry drops the key before validation.
 """
@@ -87,13 +88,21 @@ class MissingFile(InvalidInput):
 
 
 class Stager:
-    """Copies files, content-addressed, into `<files dir>/inputs/` of a Storage; nothing is copied twice."""
+    """Copies files, content-addressed, into `<files dir>/inputs/` of a Storage (nothing is copied twice), or,
+    given a publisher (source.supabase_outputs.SupabaseOutputs), uploads them to `inputs/` of its bucket
+    (object names carry the content hash; the same content maps to the same object) and names the URL."""
 
-    def __init__(self, storage) -> None:
+    def __init__(self, storage, publisher=None) -> None:
         self.storage = storage
+        self.publisher = publisher
         self.folder = Path(storage.files_dir) / STAGED_DIR
+        self._published: dict[Path, str] = {}
 
     def stage(self, path: Path) -> str:
+        if self.publisher is not None:
+            if path not in self._published:  # a file named twice in one run is uploaded once
+                self._published[path] = self.publisher.publish(path, STAGED_DIR)
+            return self._published[path]
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):

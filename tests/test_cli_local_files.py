@@ -5,6 +5,7 @@ shared --output-dir)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,15 @@ import numpy as np
 from PIL import Image
 
 from source.store.task_store import TaskStore, parse_params
+from tests.storage_server import StorageStandIn
 from tests.worker_process import REPO, WorkerProcess
 
 
-def cli(cwd: Path, db_url: str, *args: str, shared: Path | None = None) -> subprocess.CompletedProcess:
+def cli(cwd: Path, db_url: str, *args: str, shared: Path | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
     extra = ["--output-dir", str(shared)] if shared is not None and not db_url.startswith("sqlite") else []
     return subprocess.run([sys.executable, str(REPO / "add_task.py"), "--db", db_url, *args, *extra], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
 def photo(path: Path, value: int) -> Path:
@@ -125,3 +128,37 @@ def test_cli_stages_the_seed_travel_images_urls_and_outputs_stay(tmp_path):
                                                                     "https://example.com/coffee.png"]
     assert params["_staged_from"] == {images[0]: str(REPO / "samples" / "images" / "astronaut.png")}
     store.close()
+
+
+def test_cli_uploads_local_files_to_supabase_storage_and_a_worker_reads_them(sqlite_url, tmp_path):
+    """With a Supabase project configured, files are uploaded and the params name their public URLs."""
+    key = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdC1zaWduYXR1cmU"
+    service = StorageStandIn(key)
+    env = {"SUPABASE_URL": service.url, "SUPABASE_SERVICE_ROLE_KEY": key}
+    home = tmp_path / "home"
+    a, b = photo(home / "cat.png", 30), photo(home / "dog.png", 120)
+    try:
+        params = {"frames": 3, "resolution": "64x48", "fps": 8, "input_image_path1": "cat.png",
+                  "input_image_path2": "dog.png"}
+        done = cli(home, sqlite_url, "--type", "rife_interpolate_images", "--params", json.dumps(params), env=env)
+        assert done.returncode == 0, done.stderr
+        store = TaskStore(sqlite_url)
+        stored = parse_params(store.get(done.stdout.strip())["params"])
+        public = f"{service.url}/storage/v1/object/public/image_uploads/inputs/"
+        for key_name, original in (("input_image_path1", a), ("input_image_path2", b)):
+            url = stored[key_name]
+            assert url.startswith(public) and stored["_staged_from"][url] == str(original)
+        assert sorted(u["name"] for u in service.uploads) == sorted(
+            stored[k][len(public) - len("inputs/"):] for k in ("input_image_path1", "input_image_path2"))
+        assert not (tmp_path / "public" / "files" / "inputs").exists()  # uploaded, not copied
+        w = WorkerProcess(sqlite_url, tmp_path / "logs", "--poll-interval", "0.2", "--exit-when-idle",
+                          "--allow-private-urls", worker_id="S", env=env)  # the stand-in is on 127.0.0.1
+        try:
+            assert w.wait(180) == 0, w.stderr_tail()
+        finally:
+            w.stop()
+        row = store.get(done.stdout.strip())
+        assert row["status"] == "Complete", row["error_message"]
+        store.close()
+    finally:
+        service.close()
