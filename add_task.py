@@ -30,7 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
-from source.local_files import Stager, stage_params  # noqa: E402
+from source.local_files import NoSharedFolder, Stager, stage_params  # noqa: E402
 from source.settings import DEFAULT_DB_URL, SettingsError, settings  # noqa: E402
 from source.storage import Storage  # noqa: E402
 from source.store.task_store import StoreError, TaskStore, parse_params  # noqa: E402
@@ -81,8 +81,20 @@ def stager_for(args: argparse.Namespace) -> Stager:
         config = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
     except ValueError as exc:  # a URL without a key
         raise CliError(str(exc)) from None
-    return Stager(Storage.for_database(args.db, outputs_dir=args.output_dir),
-                  SupabaseOutputs(config) if config is not None else None)
+    return Stager(lambda: shared_storage(args), SupabaseOutputs(config) if config is not None else None)
+
+
+def shared_storage(args: argparse.Namespace) -> Storage:
+    """Where the workers of args.db read staged files: beside a SQLite file; for other databases the shared
+    folder named by --output-dir or $HEADLESS_OUTPUT_DIR (the default ./outputs is relative to each process's
+    own directory, so it is no folder the CLI and the workers share)."""
+    if args.db.startswith("sqlite:///") and ":memory:" not in args.db:
+        return Storage.for_database(args.db)
+    shared = args.output_dir or (settings().output_dir if settings().output_dir != Path("outputs") else None)
+    if shared is None:
+        raise NoSharedFolder("local files need a folder every worker reads: pass --output-dir (the workers' "
+                             "--output-dir) or set $HEADLESS_OUTPUT_DIR, or configure Supabase Storage")
+    return Storage.for_database(args.db, outputs_dir=shared)
 
 
 def checked_params(task_type: str, params: Any, stager: Stager, only: dict[str, Any] | None = None,

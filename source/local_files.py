@@ -87,16 +87,32 @@ class MissingFile(InvalidInput):
     """A file the params name does not exist (the CLI refuses the task at once)."""
 
 
+class NoSharedFolder(InvalidInput):
+    """There is a file to stage but no folder every worker reads was named (the CLI refuses the task)."""
+
+
 class Stager:
     """Copies files, content-addressed, into `<files dir>/inputs/` of a Storage (nothing is copied twice), or,
     given a publisher (source.supabase_outputs.SupabaseOutputs), uploads them to `inputs/` of its bucket
     (object names carry the content hash; the same content maps to the same object) and names the URL."""
 
-    def __init__(self, storage, publisher=None) -> None:
-        self.storage = storage
+    def __init__(self, storage_factory, publisher=None) -> None:
+        # The storage is made on first use: making it creates its folder, which a task without local files
+        # (or one staged to Supabase) has no business creating. The factory may raise NoSharedFolder.
+        self._storage_factory = storage_factory
+        self._storage = None
         self.publisher = publisher
-        self.folder = Path(storage.files_dir) / STAGED_DIR
         self._published: dict[Path, str] = {}
+
+    @property
+    def storage(self):
+        if self._storage is None:
+            self._storage = self._storage_factory()
+        return self._storage
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.storage.files_dir) / STAGED_DIR
 
     def stage(self, path: Path) -> str:
         if self.publisher is not None:
@@ -108,12 +124,13 @@ class Stager:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         suffix = "".join(c for c in path.suffix.lower() if c.isalnum() or c == ".")[:12]
-        target = self.folder / f"{digest.hexdigest()}{suffix}"
+        folder = self.folder
+        target = folder / f"{digest.hexdigest()}{suffix}"
         if not (target.is_file() and target.stat().st_size == path.stat().st_size):
-            self.folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             # A temporary name in the same folder, then one rename: a reader never sees half a file, and two
             # CLIs staging the same content at once both end with the one complete copy.
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".staging-")
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".staging-")
             try:
                 with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                     while chunk := src.read(1 << 20):
@@ -132,7 +149,7 @@ class Stager:
         try:
             self.storage.resolve_input(ref)
             return True
-        except InvalidInput:
+        except InvalidInput:  # NoSharedFolder included: then nothing is readable to the workers yet
             return False
 
 

@@ -75,6 +75,15 @@ def test_cli_stages_local_files_and_a_worker_completes_the_tasks(db_url, tmp_pat
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "input_image_path2" in refused.stderr and "pics/gone.png" in refused.stderr
     assert len(store.list_tasks(limit=100)) == before
+    if not db_url.startswith("sqlite"):  # no shared folder named: refused, not staged where no worker looks
+        refused = cli(home, db_url, "--type", "rife_interpolate_images", "--params",
+                      json.dumps({**rife, "input_image_path1": "pics/cat.png", "input_image_path2": str(b)}),
+                      env={"HEADLESS_OUTPUT_DIR": ""})
+        assert refused.returncode != 0 and "--output-dir" in refused.stderr, refused.stderr
+        assert not (home / "outputs").exists() and len(store.list_tasks(limit=100)) == before
+    assert cli(home, db_url, "--type", "noop", "--params", "{}").returncode == 0  # no files: no folder needed
+    assert not (home / "outputs").exists()
+    before += 1
 
     # --jsonl: the same files again (content hash: nothing copied twice) and a new one.
     lines = home / "batch.jsonl"
