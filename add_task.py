@@ -100,8 +100,10 @@ def shared_storage(args: argparse.Namespace) -> Storage:
 def checked_params(task_type: str, params: Any, stager: Stager, only: dict[str, Any] | None = None,
                    where: str = "") -> dict[str, Any]:
     """Params validated, with every local file they name staged (the stored params name the copies)."""
+    from source.handler_registry import validate_params
+
     try:
-        return stage_params(task_type, params, stager, cwd=Path.cwd(), only=only)
+        return stage_params(validate_params(task_type, params), params, stager, cwd=Path.cwd(), only=only)
     except InvalidInput as exc:  # MissingFile included: one line naming the field and the path
         raise CliError(f"{where}{exc}") from None
     except (OSError, TransientError) as exc:  # unreadable file, full disk, refused or failed upload

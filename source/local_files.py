@@ -163,15 +163,13 @@ def _replace_strings(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
-def stage_params(task_type: str, params: Any, stager: Stager, *, cwd: Path,
+def stage_params(validated: Any, params: dict[str, Any], stager: Stager, *, cwd: Path,
                  only: dict[str, Any] | None = None) -> dict[str, Any]:
     """`params` (or, for a regenerate patch, `only`: the keys to change, checked as part of `params`) with
-    each local file it names staged; raises MissingFile naming the field and the path. The seed's key names
-    differ from ours, so the validated model says which values are files and the raw params are rewritten by
-    value: every string equal to a staged file's reference becomes the staged location."""
-    from source.handler_registry import validate_params
-
-    validated = validate_params(task_type, params)
+    each local file it names staged; raises MissingFile naming the field and the path. `validated` is the
+    handler's model of `params` (handler_registry.validate_params). The seed's key names differ from ours, so
+    the validated model says which values are files and the raw params are rewritten by value: every string
+    equal to a staged file's reference becomes the staged location."""
     target = dict(only if only is not None else params)
     given = set(_all_strings(target))
     mapping: dict[str, str] = {}
