@@ -136,6 +136,20 @@ def test_cli_stages_the_seed_travel_images_urls_and_outputs_stay(tmp_path):
     assert images[0].startswith("files/inputs/") and images[1:] == ["files/earlier_output.png",
                                                                     "https://example.com/coffee.png"]
     assert params["_staged_from"] == {images[0]: str(REPO / "samples" / "images" / "astronaut.png")}
+
+    # A plain generation: nested file fields (loras[].path, image_refs[]) found through the bridge's model.
+    lora = tmp_path / "styles" / "ink.safetensors"
+    lora.parent.mkdir()
+    lora.write_bytes(b"not really weights")
+    photo(tmp_path / "styles" / "ref.png", 200)
+    generate = {"model": "t2v", "prompt": "a cat", "image_refs": ["ref.png"],
+                "loras": [{"path": "ink.safetensors", "multiplier": 0.5}]}
+    done = cli(tmp_path / "styles", db_url, "--type", "generate", "--params", json.dumps(generate))
+    assert done.returncode == 0, done.stderr
+    params = parse_params(store.get(done.stdout.strip())["params"])
+    assert params["loras"][0]["path"].startswith("files/inputs/") and params["loras"][0]["multiplier"] == 0.5
+    assert params["image_refs"][0].startswith("files/inputs/") and params["prompt"] == "a cat"
+    assert sorted(params["_staged_from"].values()) == [str(lora), str(tmp_path / "styles" / "ref.png")]
     store.close()
 
 
