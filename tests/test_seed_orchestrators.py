@@ -102,5 +102,7 @@ def test_a_worker_start_ends_seed_era_orchestrators_and_exits_when_idle(db_url, 
         assert [store.get(r[0])["status"] for r in ROWS] == [
             "Complete", "Complete", "Complete", "Complete", "Complete", "Complete", "Failed", "Complete", "Failed",
             "Failed", "Failed", "Complete"]
+        # The advice works: retry re-queues the orchestrator alone (its seed children are not ours to redo).
+        assert store.retry("half") == ["half"] and store.get("half")["status"] == "Queued"
     finally:
         store.close()
