@@ -62,12 +62,11 @@ def load_params(text: str) -> Any:
         raise CliError(f"params are not valid JSON: {exc}") from None
 
 
-def _output_dir_arg(p: argparse.ArgumentParser) -> None:
+def _staging_args(p: argparse.ArgumentParser) -> None:
+    """Where local files are staged: --output-dir for non-SQLite databases, or a Supabase project."""
     p.add_argument("--output-dir", type=Path, default=None,
                    help="non-SQLite databases: the folder every worker shares (their --output-dir; default "
-                        "$HEADLESS_OUTPUT_DIR or ./outputs); local files are staged under its inputs/")
-
-
+                        "$HEADLESS_OUTPUT_DIR); local files are staged under its inputs/")
     p.add_argument("--supabase-url", default=None,
                    help="stage local files in this Supabase project's Storage instead (default $SUPABASE_URL)")
     p.add_argument("--supabase-key", default=None, help="Storage key (default $SUPABASE_SERVICE_ROLE_KEY, ...)")
@@ -263,7 +262,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     add.add_argument("--timeout-seconds", type=float, default=None)
     add.add_argument("--no-validate", action="store_true",
                      help="insert without checking params (local files are then not staged either)")
-    _output_dir_arg(add)
+    _staging_args(add)
 
     cmd = argparse.ArgumentParser(prog="add_task.py")
     _db_arg(cmd)  # --db may come before or after the command
@@ -285,7 +284,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             sp.add_argument("--interval", type=float, default=0.5)
         if name == "regenerate":
             sp.add_argument("--params", required=True, help="JSON object of params to change, or @FILE")
-            _output_dir_arg(sp)
+            _staging_args(sp)
     return add, cmd
 
 
