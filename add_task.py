@@ -11,6 +11,11 @@
 
 Every form takes --db URL (default $HEADLESS_DB_URL or sqlite:///tasks.db). Errors exit non-zero with a
 one-line reason.
+
+Local files the params name (images, videos, LoRAs: the fields each task type marks as files) are resolved
+against the current directory, refused at once when missing, and staged where every worker of the database
+reads them (source.local_files): `public/files/inputs/` beside a SQLite database, `<--output-dir>/inputs/`
+otherwise (the workers' shared --output-dir). URLs and other tasks' outputs are left as they are.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
+from source.local_files import NoSharedFolder, Stager, stage_params  # noqa: E402
 from source.settings import DEFAULT_DB_URL, SettingsError, settings  # noqa: E402
+from source.storage import Storage  # noqa: E402
 from source.store.task_store import StoreError, TaskStore, parse_params  # noqa: E402
-from source.task_context import InvalidInput  # noqa: E402
+from source.errors import InvalidInput
+from source.task_context import TransientError  # noqa: E402
 from source.task_status import TERMINAL, TaskStatus  # noqa: E402
 
 COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate", "keys", "webhook-secret")
@@ -55,13 +63,51 @@ def load_params(text: str) -> Any:
         raise CliError(f"params are not valid JSON: {exc}") from None
 
 
-def validate(task_type: str, params: Any) -> None:
+def _staging_args(p: argparse.ArgumentParser) -> None:
+    """Where local files are staged: --output-dir for non-SQLite databases, or a Supabase project."""
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="non-SQLite databases: the folder every worker shares (their --output-dir; default "
+                        "$HEADLESS_OUTPUT_DIR); local files are staged under its inputs/")
+    p.add_argument("--supabase-url", default=None,
+                   help="stage local files in this Supabase project's Storage instead (default $SUPABASE_URL)")
+    p.add_argument("--supabase-key", default=None, help="Storage key (default $SUPABASE_SERVICE_ROLE_KEY, ...)")
+    p.add_argument("--storage-bucket", default=None, help="bucket (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
+
+
+def stager_for(args: argparse.Namespace) -> Stager:
+    from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig
+
+    try:
+        config = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
+    except ValueError as exc:  # a URL without a key
+        raise CliError(str(exc)) from None
+    return Stager(lambda: shared_storage(args), SupabaseOutputs(config) if config is not None else None)
+
+
+def shared_storage(args: argparse.Namespace) -> Storage:
+    """Where the workers of args.db read staged files: beside a SQLite file; for other databases the shared
+    folder named by --output-dir or $HEADLESS_OUTPUT_DIR (the default ./outputs is relative to each process's
+    own directory, so it is no folder the CLI and the workers share)."""
+    if args.db.startswith("sqlite:///") and ":memory:" not in args.db:
+        return Storage.for_database(args.db)
+    shared = args.output_dir or (settings().output_dir if settings().output_dir != Path("outputs") else None)
+    if shared is None:
+        raise NoSharedFolder("local files need a folder every worker reads: pass --output-dir (the workers' "
+                             "--output-dir) or set $HEADLESS_OUTPUT_DIR, or configure Supabase Storage")
+    return Storage.for_database(args.db, outputs_dir=shared)
+
+
+def checked_params(task_type: str, params: Any, stager: Stager, only: dict[str, Any] | None = None,
+                   where: str = "") -> dict[str, Any]:
+    """Params validated, with every local file they name staged (the stored params name the copies)."""
     from source.handler_registry import validate_params
 
     try:
-        validate_params(task_type, params)
-    except InvalidInput as exc:
-        raise CliError(str(exc)) from None
+        return stage_params(validate_params(task_type, params), params, stager, cwd=Path.cwd(), only=only)
+    except InvalidInput as exc:  # MissingFile included: one line naming the field and the path
+        raise CliError(f"{where}{exc}") from None
+    except (OSError, TransientError) as exc:  # unreadable file, full disk, refused or failed upload
+        raise CliError(f"{where}could not stage a file: {exc}") from None
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +124,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_add(args: argparse.Namespace, store_factory) -> int:
     specs: list[dict[str, Any]] = []
+    where: list[str] = []  # for messages: the JSON-lines file and line of each spec
     if args.jsonl:
         path = Path(args.jsonl)
         if not path.is_file():
@@ -96,15 +143,18 @@ def cmd_add(args: argparse.Namespace, store_factory) -> int:
                               project_id=item.get("project_id", args.project_id),
                               max_attempts=item.get("max_attempts", args.max_attempts),
                               timeout_seconds=item.get("timeout_seconds")))
+            where.append(f"{path}:{n}: ")
     else:
         if not args.type or args.params is None:
             raise CliError("give --type and --params (or --jsonl FILE, or a command: " + ", ".join(COMMANDS) + ")")
         specs.append(dict(task_type=args.type, params=load_params(args.params), task_id=args.id,
                           priority=args.priority, depends_on=args.depends_on or [], project_id=args.project_id,
                           max_attempts=args.max_attempts, timeout_seconds=args.timeout_seconds))
-    if not args.no_validate:
-        for spec in specs:
-            validate(spec["task_type"], spec["params"])
+        where.append("")
+    if not args.no_validate:  # --no-validate inserts params as given: nothing is checked or staged
+        stager = stager_for(args)
+        for spec, at in zip(specs, where):
+            spec["params"] = checked_params(spec["task_type"], spec["params"], stager, where=at)
     for spec in specs:
         if spec["max_attempts"] is not None and int(spec["max_attempts"]) < 1:
             raise CliError("--max-attempts must be at least 1")
@@ -204,6 +254,15 @@ def cmd_simple(args: argparse.Namespace, store: TaskStore) -> int:
         patch = load_params(args.params)
         if not isinstance(patch, dict):
             raise CliError("--params must be a JSON object of the params to change")
+        task = store.get(args.id)
+        if task is None:
+            raise CliError(f"no task with id {args.id}")
+        try:
+            old = parse_params(task["params"])
+        except ValueError as exc:
+            raise CliError(f"task {args.id}: {exc}") from None
+        if isinstance(old, dict):  # the patch's files are staged; the task's other params stay as they are
+            patch = checked_params(task["task_type"], {**old, **patch}, stager_for(args), only=patch)
         ids = store.regenerate(args.id, patch)
         print(f"re-queued {len(ids)} task(s): {' '.join(ids)}")
     return 0
@@ -222,7 +281,9 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     add.add_argument("--id", default=None, help="the task id (default: a new UUID)")
     add.add_argument("--max-attempts", type=int, default=3)
     add.add_argument("--timeout-seconds", type=float, default=None)
-    add.add_argument("--no-validate", action="store_true", help="insert without checking params")
+    add.add_argument("--no-validate", action="store_true",
+                     help="insert without checking params (local files are then not staged either)")
+    _staging_args(add)
 
     cmd = argparse.ArgumentParser(prog="add_task.py")
     _db_arg(cmd)  # --db may come before or after the command
@@ -253,6 +314,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             sp.add_argument("--interval", type=float, default=0.5)
         if name == "regenerate":
             sp.add_argument("--params", required=True, help="JSON object of params to change, or @FILE")
+            _staging_args(sp)
     return add, cmd
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 
 from source.errors import InvalidInput
+from source.local_files import STAGED_FROM_KEY
 from source.seed_payloads import QUEUE_KEYS, translate
 from source.task_context import HandlerResult, TaskContext
 from source.task_limits import clip, excerpt
@@ -171,7 +172,8 @@ def prepare_params(task_type: str, params: Any) -> tuple[Any, list[str]]:
     spec = get_handler(task_type)
     if not isinstance(params, dict):
         raise InvalidInput(f"params of a {task_type} task must be a JSON object, got {type(params).__name__}")
-    params = {k: v for k, v in params.items() if k != PARENT_IGNORED_KEY}
+    # Keys we add (an orchestrator's ignored keys, the CLI's staging record) are not the task's own.
+    params = {k: v for k, v in params.items() if k not in (PARENT_IGNORED_KEY, STAGED_FROM_KEY)}
     translation = translate(task_type, params)
     validated = _validate(spec, task_type, translation.params)
     ignored = translation.ignored_keys if translation.ignored_keys is not None else _extra_keys(validated, translation.params)

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.errors import InvalidInput
+from source.local_files import LOCAL_FILE, LocalFile
 from source.video_geometry import format_resolution, model_resolution, wan_frame_count
 
 MIN_SEGMENT_FRAMES = 5
@@ -127,7 +128,7 @@ class SeedOrchestratorDetails(_Loose):
     """`params.orchestrator_details` of the seed's `travel_orchestrator` (unknown keys are kept, unused)."""
 
     run_id: str | None = None
-    input_image_paths_resolved: list[str]
+    input_image_paths_resolved: Annotated[list[str], LOCAL_FILE]
     num_new_segments_to_generate: int
     base_prompts_expanded: list[str] | None = None
     negative_prompts_expanded: list[str] | None = None
@@ -143,7 +144,7 @@ class SeedOrchestratorDetails(_Loose):
     guidance_scale: float | None = None
     flow_shift: float | None = None
     fps_helpers: float = DEFAULT_FPS
-    continue_from_video_resolved_path: str | None = None
+    continue_from_video_resolved_path: Annotated[str | None, LOCAL_FILE] = None
     subsequent_starting_strength_adjustment: float = 0.0
     desaturate_subsequent_starting_frames: float = 0.0
     adjust_brightness_subsequent_starting_frames: float = 0.0
@@ -167,7 +168,7 @@ StrOrList = str | list[str]
 class TravelParams(_Loose):
     """Canonical `travel_between_images` params. Per-segment values take one value (for all) or a list."""
 
-    images: list[str]
+    images: Annotated[list[str], LOCAL_FILE]
     num_segments: int | None = None  # default: one per pair of images (one per image when continuing)
     prompts: StrOrList | None = None
     prompt: str | None = None
@@ -181,7 +182,7 @@ class TravelParams(_Loose):
     mode: Mode | None = None  # default: from the model (VACE -> chained, FLF2V/I2V -> independent)
     fps: float = DEFAULT_FPS
     colour_match: bool = True
-    continue_from_video: str | None = None
+    continue_from_video: Annotated[str | None, LOCAL_FILE] = None
     fps_multiplier: int = 1
     upscale_to: str | None = None
     sharpen: float = 0.0
@@ -189,10 +190,10 @@ class TravelParams(_Loose):
     steps: int | None = Field(None, alias="num_inference_steps")
     guidance_scale: float | None = None
     flow_shift: float | None = None
-    loras: list[dict[str, Any]] | None = None
+    loras: Annotated[list[dict[str, Any]] | None, LocalFile(key="path")] = None
     use_causvid_lora: bool = False
     use_lighti2x_lora: bool = False
-    image_refs: list[str] | None = None
+    image_refs: Annotated[list[str] | None, LOCAL_FILE] = None
     run_id: str | None = None
 
     @field_validator("model")

@@ -25,6 +25,7 @@ from source.errors import FatalWorkerError, InvalidInput, TaskCancelled, Transie
 from source.event_log import EventLog
 from source.handler_registry import run_handler
 from source.storage import Storage
+from source.store.records import UndecodableText, parse_params
 from source.store.task_store import Claim, TaskStore
 from source.store.wakeup import Waker, make_waker
 from source.task_context import HandlerResult, TaskContext
@@ -289,7 +290,13 @@ class Worker:
         run, result, error = TaskRun(claim), None, None
         try:
             try:
-                params = read_params(claim.row["params"])  # anything wrong in the row: InvalidInput
+                raw = claim.row["params"]
+                if isinstance(raw, UndecodableText):  # not UTF-8: parse_params says where, as InvalidInput
+                    try:
+                        parse_params(raw)
+                    except ValueError as exc:
+                        raise InvalidInput(str(exc)) from None
+                params = read_params(raw)  # anything wrong in the row: InvalidInput
                 run.timeout = self._time_limit(claim.row, params)
                 self.current = run
                 result = run_handler(claim.task_type, params, self._context(run))

@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from source.local_files import LOCAL_FILE
+
 _COLOUR_RE = re.compile(r"^#?[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
 _NAMED = {"black": "000000", "white": "FFFFFF", "red": "FF0000", "green": "00FF00", "blue": "0000FF",
           "yellow": "FFFF00", "grey": "808080", "gray": "808080"}
@@ -72,14 +74,14 @@ class _Clip(_Model):
 
 class ImageClip(_Clip):
     kind: Literal["image"] = "image"
-    source: str  # a path, URL or task output location: resolved by the handler, never trusted
+    source: Annotated[str, LOCAL_FILE]  # a path, URL or task output location: resolved by the handler, never trusted
     fit: Literal["cover", "contain"] = "cover"
     ken_burns: KenBurns | None = None
 
 
 class VideoClip(_Clip):
     kind: Literal["video"] = "video"
-    source: str
+    source: Annotated[str, LOCAL_FILE]
     trim_start: float = Field(0.0, ge=0)
     fit: Literal["cover", "contain"] = "cover"
 

@@ -23,6 +23,7 @@ from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, StringConstrai
 
 from source.errors import InvalidInput
 from source.generation.model_catalog import IMAGE_KINDS, Catalog, ModelSpec, SpeedLora
+from source.local_files import LOCAL_FILE
 from source.video_geometry import model_resolution, wan_frame_count
 
 ENGINES = ("diffusers", "wan2gp")
@@ -45,7 +46,7 @@ def excerpt(value: Any, limit: int = 60) -> str:
 
 class LoraParam(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    path: Ref
+    path: Annotated[Ref, LOCAL_FILE]
     multiplier: float = Field(1.0, ge=-10, le=10, validation_alias=AliasChoices("multiplier", "strength", "weight"))
     target: str = "both"  # two-expert models: high | low | both
 
@@ -73,11 +74,11 @@ class GenerationParams(BaseModel):
     guidance_scale_2: float | None = Field(None, ge=0, le=50)
     flow_shift: float | None = Field(None, gt=0, le=100)
     seed: int = -1
-    image_start: Ref | None = None
-    image_end: Ref | None = None
-    video_guide: Ref | None = None
-    video_mask: Ref | None = None
-    image_refs: list[Ref] | None = Field(None, max_length=16)
+    image_start: Annotated[Ref | None, LOCAL_FILE] = None
+    image_end: Annotated[Ref | None, LOCAL_FILE] = None
+    video_guide: Annotated[Ref | None, LOCAL_FILE] = None
+    video_mask: Annotated[Ref | None, LOCAL_FILE] = None
+    image_refs: Annotated[list[Ref] | None, LOCAL_FILE] = Field(None, max_length=16)
     loras: list[LoraParam] | None = Field(None, max_length=32)
     use_causvid_lora: bool = False
     use_lighti2x_lora: bool = Field(False, validation_alias=AliasChoices("use_lighti2x_lora", "use_lightx2v_lora"))

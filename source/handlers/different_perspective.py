@@ -25,13 +25,14 @@ The seed's key spellings are translated by source.seed_payloads.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.handler_registry import register
 from source.errors import InvalidInput
+from source.local_files import LOCAL_FILE
 from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 from source.video_geometry import format_resolution, model_resolution, resolution_for_aspect, wan_frame_count
 
@@ -42,7 +43,7 @@ MIN_FRAMES = 5  # the guide moves from one pose to another: a start, an end and 
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    input_image_path: str
+    input_image_path: Annotated[str, LOCAL_FILE]
     prompt: str = " "
     negative_prompt: str = ""
     perspective_type: Literal["pose", "depth"] = "pose"
@@ -65,7 +66,7 @@ class _Common(BaseModel):
 class DifferentPerspectiveParams(_Common):
     t2i_model: str = "t2v"
     # A picture of the wanted perspective (e.g. a reference pose photo): used instead of generating one.
-    target_image_path: str | None = None
+    target_image_path: Annotated[str | None, LOCAL_FILE] = None
     output_video_frames: int = Field(16, ge=MIN_FRAMES, le=1025)
 
 

@@ -7,12 +7,14 @@ index the frame count is probed first, so the video is never held in memory.
 
 from __future__ import annotations
 
+from typing import Annotated
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from source.handler_registry import register
 from source.errors import InvalidInput
+from source.local_files import LOCAL_FILE
 from source.task_context import HandlerResult, TaskContext
 
 
@@ -20,8 +22,8 @@ class ExtractFrameParams(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     input_video_task_id: str | None = None
-    input_video_path: str | None = None
-    input_path: str | None = None
+    input_video_path: Annotated[str | None, LOCAL_FILE] = None
+    input_path: Annotated[str | None, LOCAL_FILE] = None
     frame_index: int = 0
 
 

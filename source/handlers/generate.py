@@ -21,6 +21,12 @@ class GenerateParams(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    @staticmethod
+    def local_files_model():  # the bridge's model says which keys are files (source.local_files)
+        from source.generation.bridge import GenerationParams
+
+        return GenerationParams
+
 
 @register("generate", "wgp", "t2v", "i2v", "vace", "flf2v", "standard_wgp_task", params_model=GenerateParams)
 def handle_generate(params: GenerateParams, ctx: TaskContext) -> HandlerResult:

@@ -26,7 +26,7 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
@@ -49,6 +49,7 @@ from source.editing_plan import (
 )
 from source.errors import InvalidInput, TaskError
 from source.handler_registry import register
+from source.local_files import LocalFile
 from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 from source.video_geometry import format_resolution, model_resolution, parse_resolution
 
@@ -171,7 +172,7 @@ class GenerationOptions(BaseModel):
 
 
 class JoinClipsParams(GenerationOptions):
-    clips: list[Any] = Field(validation_alias=AliasChoices("clips", "clip_list"))
+    clips: Annotated[list[Any], LocalFile(key="path")] = Field(validation_alias=AliasChoices("clips", "clip_list"))
     prompt: str | list[str] = Field("", validation_alias=AliasChoices("prompt", "prompts"))
     gap_frames: int | None | list[int | None] = Field(None, validation_alias=AliasChoices(
         "gap_frames", "gap_frame_count"))

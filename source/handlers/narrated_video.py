@@ -12,7 +12,7 @@ ken_burns (default on), transition (fade_black or crossfade), caption_style?, ba
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -20,6 +20,7 @@ from source.compose.narrated import MusicSpec, default_caption_style
 from source.compose.timeline import OutputSettings, TextStyle
 from source.handler_registry import format_validation_error, register
 from source.handlers.compose import check_source
+from source.local_files import LOCAL_FILE
 from source.media.images import load_image_rgb
 from source.speech.engines import get_engine
 from source.task_context import ChildTask, HandlerResult, InvalidInput, TaskContext, child_task_id
@@ -46,7 +47,7 @@ def parse_layout(value: str) -> tuple[int, int]:
 class Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(min_length=1)
+    image: Annotated[str, LOCAL_FILE] = Field(min_length=1)
     captions: list[str] = Field(min_length=1, max_length=50)
 
     @field_validator("captions")

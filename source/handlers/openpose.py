@@ -9,6 +9,7 @@ the output (same name), which `dp_final_gen` reads.
 
 from __future__ import annotations
 
+from typing import Annotated
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from source.handler_registry import register
 from source.errors import InvalidInput
+from source.local_files import LOCAL_FILE
 from source.task_context import HandlerResult, TaskContext
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -27,9 +29,9 @@ class VisualInputParams(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    input_image_path: str | None = None
-    input_video_path: str | None = None
-    input_path: str | None = None
+    input_image_path: Annotated[str | None, LOCAL_FILE] = None
+    input_video_path: Annotated[str | None, LOCAL_FILE] = None
+    input_path: Annotated[str | None, LOCAL_FILE] = None
     input_image_task_id: str | None = None
     input_video_task_id: str | None = None
     input_task_id: str | None = None

@@ -14,9 +14,11 @@ at most a short excerpt of an offending value.
 
 from __future__ import annotations
 
+from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.handler_registry import register
+from source.local_files import LOCAL_FILE
 from source.media.images import load_image_rgb
 from source.media.video_io import VideoWriter
 from source.errors import InvalidInput
@@ -36,8 +38,8 @@ def _excerpt(value: object, limit: int = 40) -> str:
 class RifeInterpolateParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    input_image_path1: str = Field(min_length=1, max_length=_MAX_REF_CHARS)
-    input_image_path2: str = Field(min_length=1, max_length=_MAX_REF_CHARS)
+    input_image_path1: Annotated[str, LOCAL_FILE] = Field(min_length=1, max_length=_MAX_REF_CHARS)
+    input_image_path2: Annotated[str, LOCAL_FILE] = Field(min_length=1, max_length=_MAX_REF_CHARS)
     frames: int = Field(ge=2, le=MAX_FRAMES)
     resolution: str | None = None
     fps: float = Field(16.0, gt=0, le=240)

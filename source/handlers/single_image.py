@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from source.handler_registry import register
+from source.local_files import LOCAL_FILE, LocalFile
 from source.task_context import HandlerResult, TaskContext
 
 
@@ -28,13 +29,13 @@ class SingleImageParams(BaseModel):
     resolution: str | None = None
     seed: int = -1
     negative_prompt: str = ""
-    loras: list[dict[str, Any]] | None = None
+    loras: Annotated[list[dict[str, Any]] | None, LocalFile(key="path")] = None
     use_causvid_lora: bool = False
     use_lighti2x_lora: bool = False
     steps: int | None = Field(None, ge=1, le=200)
     guidance_scale: float | None = None
     flow_shift: float | None = None
-    image_refs_paths: list[str] | None = None
+    image_refs_paths: Annotated[list[str] | None, LOCAL_FILE] = None
     use_cache: bool = True
 
 

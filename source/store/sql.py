@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from source.task_status import TaskStatus
 
 NOTIFY_CHANNEL = "headless_tasks"
-SCHEMA_VERSION = 3  # 2: PostgreSQL claim function (headless_claim); 3: CHECKs on status and self-dependency
+SCHEMA_VERSION = 4  # 2: PostgreSQL claim function (headless_claim); 3: CHECKs on status and self-dependency;
+# 4: seed-era orchestrators left In Progress are ended (schema.end_seed_orchestrators)
+
+# The seed's orchestrators and the child that delivers each one's final output (seed notes A.3, A.5); the seed
+# linked children by params.orchestrator_task_id_ref / orchestrator_run_id, not by a column.
+SEED_ORCHESTRATOR_FINAL_CHILD = {"travel_orchestrator": "travel_stitch",
+                                 "different_perspective_orchestrator": "dp_final_gen"}
+SEED_CHILD_TYPES = ("travel_segment", "travel_stitch", "generate_openpose", "generate_depth", "wgp",
+                    "extract_frame", "dp_final_gen")
 
 # -- connection set-up ---------------------------------------------------------------------------
 # SQLite, on every new connection: WAL (readers never block the writer), durable enough for a queue,
@@ -341,6 +349,29 @@ class Statements:
         self.lease_unleased_in_progress = (
             f"UPDATE tasks SET lease_expires_at = {lease_until}"
             " WHERE status = 'In Progress' AND lease_expires_at IS NULL"
+        )
+        # Seed-era orchestrators (schema.end_seed_orchestrators): In Progress, not waiting on children of ours
+        # (awaiting_children = 0, no row with parent_task_id = its id); the worker decides from their children.
+        orchestrator_types = ", ".join(f"'{name}'" for name in SEED_ORCHESTRATOR_FINAL_CHILD)
+        self.seed_orchestrators = (
+            "SELECT id, task_type, params, lease_expires_at FROM tasks o"
+            " WHERE status = 'In Progress' AND awaiting_children = 0"
+            f" AND task_type IN ({orchestrator_types})"
+            " AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = o.id)"
+        )
+        self.seed_children = (
+            "SELECT id, task_type, status, output_location, params FROM tasks WHERE parent_task_id IS NULL"
+            f" AND task_type IN ({', '.join(repr(name) for name in SEED_CHILD_TYPES)})"
+        )
+        self.complete_seed_orchestrator = (
+            f"UPDATE tasks SET status = 'Complete', output_location = :output_location, result = :result,"
+            f" progress = 1, worker_id = NULL, lease_expires_at = NULL, generation_processed_at = {now},"
+            f" updated_at = {now} WHERE id = :id AND status = 'In Progress' AND awaiting_children = 0"
+        )
+        self.fail_seed_task = (
+            f"UPDATE tasks SET status = 'Failed', error_message = :message, worker_id = NULL,"
+            f" lease_expires_at = NULL, generation_processed_at = {now}, updated_at = {now}"
+            f" WHERE id = :id AND status IN ('Queued', 'In Progress') AND awaiting_children = 0"
         )
 
         # -- inserting (source/store/dag.py) --------------------------------------------------------
