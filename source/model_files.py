@@ -16,20 +16,17 @@ what each route answered and names the environment variable that skips fetching.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from source.downloads import DownloadLimits, download_to_cache
 from source.errors import InvalidInput, TaskError, TransientError
 from source.event_log import mask_url
+from source.files import exclusive_lock, sha256_file
 from source.settings import settings
 
 POSE_LANDMARKER_URL = (
@@ -61,14 +58,6 @@ def _fetch_timeout_s() -> float:
     return settings().model_fetch_timeout_s
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _explicit(path: str | os.PathLike | None, configured: Path | None, env: str) -> Path | None:
     """The file named by the caller, else by the setting (`env` names it in the message)."""
     value = path or configured
@@ -80,22 +69,10 @@ def _explicit(path: str | os.PathLike | None, configured: Path | None, env: str)
     return p
 
 
-@contextlib.contextmanager
-def _exclusive(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside target: one process fetches, the others wait and then find the file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _install_verified(source: Path, target: Path, sha256: str | None, what: str) -> Path:
     """Move source to target atomically, after checking its SHA-256 (when one is known)."""
     if sha256 is not None:
-        actual = sha256_of(source)
+        actual = sha256_file(source)
         if actual != sha256:
             raise _RouteFailed(f"{what} has SHA-256 {actual[:16]}..., expected {sha256[:16]}...")
     os.replace(source, target)
@@ -151,7 +128,7 @@ def rife_weights_path(path: str | os.PathLike | None = None) -> Path:
     cached = model_cache_dir() / "rife" / "flownet.pkl"
     if cached.is_file():
         return cached
-    with _exclusive(cached):
+    with exclusive_lock(cached.with_name(f".{cached.name}.lock")):
         if cached.is_file():  # another process fetched it while we waited
             return cached
         with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".fetch-") as work:
@@ -211,7 +188,7 @@ def pose_landmarker_path(path: str | os.PathLike | None = None) -> Path:
     cached = model_cache_dir() / "pose_landmarker_full.task"
     if cached.is_file():
         return cached
-    with _exclusive(cached):
+    with exclusive_lock(cached.with_name(f".{cached.name}.lock")):
         if cached.is_file():
             return cached
         failures: list[str] = []

@@ -12,12 +12,12 @@ content-addressed, so a regenerated task gets a new URL and nobody is served a s
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
 from source.errors import TransientError
+from source.files import sha256_file
 from source.settings import DEFAULT_SUPABASE_BUCKET, settings
 
 DEFAULT_BUCKET = DEFAULT_SUPABASE_BUCKET
@@ -46,14 +46,6 @@ class SupabaseStorageConfig:
         return cls(url=url.rstrip("/"), key=key, bucket=bucket or env.supabase_bucket)
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class SupabaseOutputs:
     def __init__(self, config: SupabaseStorageConfig) -> None:
         from supabase import ClientOptions, create_client  # only workers that publish import it
@@ -66,7 +58,7 @@ class SupabaseOutputs:
 
     def object_name(self, path: Path, project_id: str | None) -> str:
         folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in (project_id or "system")) or "system"
-        return f"{folder}/{path.stem}-{_sha256_of(path)[:12]}{path.suffix.lower()}"
+        return f"{folder}/{path.stem}-{sha256_file(path)[:12]}{path.suffix.lower()}"
 
     def publish(self, path: Path, project_id: str | None = None) -> str:
         """Upload one file (overwriting an earlier upload of the same content) and return its public URL.

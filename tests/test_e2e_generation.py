@@ -135,7 +135,7 @@ def test_each_mode_through_one_worker(db_url, tmp_path, inputs, tiny_models):
         if model == "tiny-i2v22":
             assert side["effective"]["guidance_scale_2"] is not None
     # the VACE inputs really were used: the sidecar hashes are those of the files given
-    from source.model_files import sha256_of
+    from source.files import sha256_file as sha256_of
 
     vace = json.loads(finished(store, db_url, tasks["tiny-vace"])["video"].with_suffix(".json").read_text())
     assert vace["inputs"]["video_guide"]["sha256"] == sha256_of(inputs["guide"])

@@ -11,7 +11,8 @@ import zipfile
 import pytest
 
 from source import model_files
-from source.model_files import POSE_BUNDLE_SHA256, RIFE_SHA256, sha256_of
+from source.files import sha256_file as sha256_of
+from source.model_files import POSE_BUNDLE_SHA256, RIFE_SHA256
 from source.task_context import TransientError
 from tests.worker_process import REPO
 

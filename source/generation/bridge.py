@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from source.files import sha256_file
 from source.generation import cache
 from source.generation.cache import keep_copy as _keep_for_cache  # noqa: F401 - source/handlers/speech.py uses it
 from source.generation.engines import Rendered, get_engine
 from source.generation.inputs import Inputs, load_inputs
 from source.generation.model_catalog import load_catalog
 from source.generation.request import GenerationParams, GenerationRequest, LoraParam, resolve_request
-from source.model_files import sha256_of
 from source.settings import settings
 from source.task_context import TaskContext
 
@@ -142,7 +142,7 @@ def _encode_or_probe(ctx: TaskContext, rendered: Rendered, output_path: Path, fp
 
         info = probe_video(output_path)
         frames, width, height = info.frames, info.width, info.height
-    return {"frames": frames, "width": width, "height": height, "fps": fps, "sha256": sha256_of(output_path)}
+    return {"frames": frames, "width": width, "height": height, "fps": fps, "sha256": sha256_file(output_path)}
 
 
 def _encode(frames: np.ndarray, path: Path, fps: float) -> None:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,26 +19,11 @@ from typing import Any
 import numpy as np
 
 from source.errors import InvalidInput
+from source.files import sha256_file
 from source.generation.engine import LoraRequest
 from source.generation.hub import classify_hub_error, hf_cache_dir, hf_token, hub_file, hub_offline
 from source.generation.request import GenerationRequest
 from source.task_context import TaskContext
-
-_hash_memo: dict[tuple, str] = {}
-
-
-def sha256_file(path: Path | str) -> str:
-    """SHA-256 of a file's bytes, memoised by (path, size, mtime): a warm worker re-hashes nothing unchanged."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hash_memo:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_memo[key] = h.hexdigest()
-    return _hash_memo[key]
 
 
 @dataclass

@@ -11,11 +11,10 @@ nothing touches the network.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from source.files import build_once, exclusive_lock
 
 TINY_KINDS = ("t2v", "i2v", "flf2v", "vace", "i2v22")
 RECIPE_VERSION = "tiny-v1"  # bump when the recipe changes: it is part of the tiny models' "revision"
@@ -42,17 +41,6 @@ def tiny_dir() -> Path:
     d = model_cache_dir() / "tiny"
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 # -- components ------------------------------------------------------------------------------------
@@ -133,9 +121,14 @@ def _clip(image_size: int = 4):
 
 def build_pipeline(kind: str):
     """A tiny random-weight pipeline of the given kind, in memory."""
-    from diffusers import (UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline, WanVACEPipeline,
-                           WanVACETransformer3DModel)
     import torch
+    from diffusers import (
+        UniPCMultistepScheduler,
+        WanImageToVideoPipeline,
+        WanPipeline,
+        WanVACEPipeline,
+        WanVACETransformer3DModel,
+    )
 
     if kind not in TINY_KINDS:
         raise ValueError(f"unknown tiny model kind {kind!r}; known: {TINY_KINDS}")
@@ -169,27 +162,13 @@ def ensure_tiny_model(kind: str) -> Path:
     """The folder of the tiny model `kind`, built once (atomically, under a lock) if missing."""
     if kind not in TINY_KINDS:
         raise ValueError(f"unknown tiny model kind {kind!r}; known: {TINY_KINDS}")
-    root = tiny_dir()
-    target = root / kind
-    marker = target / "model_index.json"
-    if marker.is_file():
-        return target
-    with file_lock(root / f".{kind}.lock"):
-        if marker.is_file():
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{kind}.", dir=root))
-        try:
-            pipe = build_pipeline(kind)
-            with quiet():
-                pipe.save_pretrained(tmp)
-            (tmp / "RECIPE").write_text(RECIPE_VERSION + "\n")
-            if target.exists():  # a half-written folder from an older layout
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    def build(folder: Path) -> None:
+        pipe = build_pipeline(kind)
+        with quiet():
+            pipe.save_pretrained(folder)
+        (folder / "RECIPE").write_text(RECIPE_VERSION + "\n")
+
+    return build_once(tiny_dir() / kind, build, ready=lambda target: (target / "model_index.json").is_file())
 
 
 def ensure_all_tiny_models() -> Path:
@@ -243,7 +222,7 @@ def ensure_tiny_lora(kind: str = "t2v", fmt: str = "wan", seed: int = 2, scale: 
     path = root / f"{kind}_{fmt}_{seed}.safetensors"
     if path.is_file():
         return path
-    with file_lock(root / ".lock"):
+    with exclusive_lock(root / ".lock"):
         if path.is_file():
             return path
         from diffusers import WanTransformer3DModel, WanVACETransformer3DModel

@@ -7,12 +7,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -87,29 +84,10 @@ def build_tiny_depth_model(target: Path) -> Path:
 
 def ensure_tiny_depth_model() -> Path:
     """$HEADLESS_MODEL_CACHE/tiny/depth-anything-tiny, built once (atomically, under a file lock) if missing."""
-    import fcntl
+    from source.files import build_once
 
-    root = _tiny_root()
-    target = root / TINY_DEPTH_DIR
-    if (target / "RECIPE").is_file():
-        return target
-    with open(root / f".{TINY_DEPTH_DIR}.lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            if (target / "RECIPE").is_file():
-                return target
-            tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_DEPTH_DIR}.", dir=root))
-            try:
-                build_tiny_depth_model(tmp)
-                if target.exists():
-                    shutil.rmtree(target)
-                os.rename(tmp, target)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-    return target
+    return build_once(_tiny_root() / TINY_DEPTH_DIR, build_tiny_depth_model,
+                      ready=lambda target: (target / "RECIPE").is_file())
 
 
 # ----------------------------------------------------------------------------- estimator
