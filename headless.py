@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Supabase key (prefer $SUPABASE_SERVICE_ROLE_KEY: a flag is visible in `ps`)")
     p.add_argument("--storage-bucket", default=None,
                    help="Storage bucket for outputs (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
+    p.add_argument("--affinity-max-wait", type=float, default=300.0,
+                   help="model affinity: prefer tasks for the model this worker holds unless the next task in "
+                        "priority order has waited this many seconds (default 300; 0 = strict priority + age)")
+    p.add_argument("--preload-model", default=None, metavar="NAME",
+                   help="load this catalog model at start, so the worker claims its tasks first")
     return p.parse_args(argv)
 
 
@@ -63,6 +68,21 @@ def input_roots(args: argparse.Namespace) -> list[Path]:
     roots = [REPO / "samples", *args.input_root]
     roots += [Path(p) for p in os.environ.get("HEADLESS_INPUT_ROOTS", "").split(os.pathsep) if p]
     return [r.resolve() for r in roots]
+
+
+def preload(name: str, log: EventLog) -> bool:
+    """Load a catalog model before the first claim (the engine logs model_loaded); the worker then reports
+    it and claims its tasks first. A name the catalog does not know, or a model that cannot load, stops
+    the worker at start."""
+    from source.generation.engine import get_engine
+    from source.generation.model_catalog import resolve_model
+
+    try:
+        get_engine().ensure(resolve_model(name), log=log.emit)
+    except Exception as exc:  # noqa: BLE001 - reported in one line, the worker does not start half-ready
+        log.emit("worker_stopped", reason="preload failed", model=name, error=f"{type(exc).__name__}: {exc}"[:500])
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         task_timeout=args.task_timeout, shutdown_grace=args.shutdown_grace,
         retry_base_seconds=args.retry_base_seconds, keep_work_dirs=args.keep_work_dirs,
         # A transaction pooler (Supabase port 6543) drops LISTEN sessions: poll there.
-        listen=not args.no_listen and ":6543" not in args.db,
+        listen=not args.no_listen and ":6543" not in args.db, affinity_max_wait=args.affinity_max_wait,
     )
     if args.worker_id:
         config.worker_id = args.worker_id
@@ -101,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         log.emit("worker_stopped", reason="output storage misconfigured", error=f"{type(exc).__name__}: {exc}"[:500])
         store.close()
         return 2
+    if args.preload_model and not preload(args.preload_model, log):
+        store.close()
+        return 2
+    store.run(store.record_model_names, what="record model names")  # aliases for direct-SQL inserts
     worker = Worker(store, storage, config, log, publisher=publisher)
     worker.install_signal_handlers()
     try:

@@ -27,6 +27,7 @@ from source.store.task_store import Claim, TaskStore, parse_params
 from source.store.wakeup import Waker, make_waker
 from source.errors import FatalWorkerError, InvalidInput, TaskCancelled
 from source.task_context import HandlerResult, TaskContext
+from source.task_model import held_model
 from source.task_status import TaskStatus
 
 
@@ -45,6 +46,7 @@ class WorkerConfig:
     listen: bool = True
     keep_work_dirs: bool = False
     progress_min_interval: float = 1.0
+    affinity_max_wait: float = 300.0  # model affinity cut-off in seconds (0: strict priority + age order)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -92,6 +94,7 @@ class Worker:
         self._last_seen = 0.0
         self.waker: Waker | None = None
         self._finished = threading.Event()
+        self._reported_model: str | None = None
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -116,7 +119,9 @@ class Worker:
                 self._maintenance()
                 claim, self.next_claim = self.next_claim, None
                 if claim is None:
-                    claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
+                    model = self._held_model()
+                    claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types,
+                                                              model=model, affinity_max_wait=cfg.affinity_max_wait),
                                      "claim")
                 if claim is None:
                     if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work"):
@@ -140,6 +145,16 @@ class Worker:
             self.log.emit("worker_stopped", reason=reason, tasks_done=self.tasks_done, exit_code=self.exit_code)
             self.waker.close()
         return self.exit_code
+
+    def _held_model(self) -> str | None:
+        """The model the generation engine holds, passed to every claim (affinity); the workers row
+        shows it too."""
+        model = held_model()
+        if model != self._reported_model:
+            self._reported_model = model
+            self._db(lambda: self.store.worker_model(self.config.worker_id, model), "worker model")
+            self.log.emit("worker_model", model=model)
+        return model
 
     def _pending_work(self) -> bool:
         """Anything that could still become ready for us: tasks in progress anywhere (they may unblock
@@ -274,9 +289,11 @@ class Worker:
         # A worker that goes on claims its next task in the same call (on SQLite, the same transaction).
         goes_on = not self.stop_event.is_set() and (cfg.max_tasks is None or self.tasks_done + 1 < cfg.max_tasks)
         if goes_on:
+            model = self._held_model()
             ok, self.next_claim = self._db(lambda: self.store.complete_and_claim(
                 claim, result.output_location, result.result, worker_id=cfg.worker_id,
-                lease_seconds=cfg.lease_seconds, task_types=cfg.task_types), "complete")
+                lease_seconds=cfg.lease_seconds, task_types=cfg.task_types, model=model,
+                affinity_max_wait=cfg.affinity_max_wait), "complete")
         else:
             ok = self._db(lambda: self.store.complete(claim, result.output_location, result.result), "complete")
         if ok:
