@@ -203,7 +203,8 @@ _INDEXES = [
     # Fair shares: running tasks of one project, counted per candidate when the project has a limit.
     "CREATE INDEX IF NOT EXISTS idx_tasks_running_project ON tasks (project_id) WHERE status = 'In Progress'",
     # Deadlines: the sweep finds expired unclaimed rows without reading the queue.
-    "CREATE INDEX IF NOT EXISTS idx_tasks_start_by ON tasks (start_by) WHERE status = 'Queued' AND start_by IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS idx_tasks_start_by ON tasks (start_by)"
+    " WHERE status = 'Queued' AND start_by IS NOT NULL",
     # Idempotent inserts from every path; a NULL project is one project ('').
     "CREATE UNIQUE INDEX IF NOT EXISTS idx_tasks_idempotency ON tasks (COALESCE(project_id, ''), idempotency_key)"
     " WHERE idempotency_key IS NOT NULL",
@@ -422,7 +423,8 @@ _PG_CLAIM_TYPES = ("text", "text", "text", "integer", "text", "integer", "text",
 # jit off: enable_sort=off prices the never-run sort of an empty branch (no model held) at 1e10, which
 # would otherwise make every claim JIT-compile its plan (seconds).
 _PG_CLAIM_PLANNER_SETTINGS = (("enable_sort", "off"), ("enable_bitmapscan", "off"), ("jit", "off"))
-_PG_CLAIM_ARGS = "p_worker text, p_lease_seconds double precision, p_types text[], p_model text, p_max_wait double precision"
+_PG_CLAIM_ARGS = ("p_worker text, p_lease_seconds double precision, p_types text[], p_model text,"
+                  " p_max_wait double precision")
 _PG_CLAIM_FUNCTION = [
     "DROP FUNCTION IF EXISTS headless_claim(text, double precision, text[])",  # schema 2-3's signature
     "CREATE OR REPLACE FUNCTION headless_claim(" + _PG_CLAIM_ARGS + ")"
@@ -508,8 +510,9 @@ class Statements:
         # same key to commit); the caller then reads the first task's id.
         self.insert_task_idempotent = (self.insert_task + " ON CONFLICT (COALESCE(project_id, ''), idempotency_key)"
                                        " WHERE idempotency_key IS NOT NULL DO NOTHING")
-        self.task_by_idempotency_key = ("SELECT id FROM tasks WHERE COALESCE(project_id, '') = COALESCE(:project_id, '')"
-                                        " AND idempotency_key = :idempotency_key")
+        self.task_by_idempotency_key = (
+            "SELECT id FROM tasks WHERE COALESCE(project_id, '') = COALESCE(:project_id, '')"
+            " AND idempotency_key = :idempotency_key")
         self.insert_edge = "INSERT INTO task_dependencies (task_id, depends_on) VALUES (:task_id, :depends_on)"
         self.insert_edge_if_absent = self.insert_edge + " ON CONFLICT DO NOTHING"
         self.task_exists = "SELECT 1 FROM tasks WHERE id = :id"
