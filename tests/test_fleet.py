@@ -196,3 +196,17 @@ def test_an_expired_task_fails_and_its_dependants_fail_naming_it(db_url, tmp_pat
     assert store.get(on_time)["status"] == "Complete"
     assert late not in claimed_ids(w)
     store.close()
+
+
+def test_preload_of_an_unknown_model_stops_the_worker_at_start(sqlite_url, tmp_path):
+    store = TaskStore(sqlite_url)
+    task = store.add_task("noop", {})
+    w = start(sqlite_url, tmp_path, "w", "--preload-model", "no-such-model", "--exit-when-idle")
+    try:
+        assert w.wait(60) == 2
+    finally:
+        w.stop()
+    stopped = w.events("worker_stopped")
+    assert stopped and stopped[0]["reason"] == "preload failed" and "no-such-model" in stopped[0]["error"]
+    assert store.get(task)["status"] == "Queued"
+    store.close()
