@@ -715,7 +715,7 @@ class Statements:
             f" VALUES (:id, :host, :pid, {now}, {now}, NULL, :version, 'running')"
             " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
             " started_at = excluded.started_at, last_seen_at = excluded.last_seen_at,"
-            " current_task_id = NULL, version = excluded.version, status = 'running'"
+            " current_task_id = NULL, version = excluded.version, status = 'running', model = NULL"
         )
         self.worker_seen = (
             f"UPDATE workers SET last_seen_at = {now}, current_task_id = :task_id, status = :status WHERE id = :id"
