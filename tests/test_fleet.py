@@ -210,3 +210,35 @@ def test_preload_of_an_unknown_model_stops_the_worker_at_start(sqlite_url, tmp_p
     assert stopped and stopped[0]["reason"] == "preload failed" and "no-such-model" in stopped[0]["error"]
     assert store.get(task)["status"] == "Queued"
     store.close()
+
+
+def test_a_schema_3_database_is_migrated_in_place(db_url):
+    """A database from before fleet scheduling (no model/idempotency/start_by columns, no fleet tables,
+    no workers.model, schema version 3) gains them when a worker opens it; no row is lost."""
+    store = TaskStore(db_url)
+    queued = store.add_task("generate", {"model": "vace_14B"})
+    store.register_worker("old-worker", "h", 1, "v")
+    store.close()
+    engine = sa.create_engine(TaskStore(db_url).url)  # a plain engine: no migration on this side
+    with engine.begin() as conn:
+        if db_url.startswith("sqlite"):
+            conn.exec_driver_sql("DROP TRIGGER headless_tasks_model")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER headless_tasks_model ON tasks")
+        for index in ("idx_tasks_ready_model", "idx_tasks_running_project", "idx_tasks_start_by",
+                      "idx_tasks_idempotency"):
+            conn.exec_driver_sql(f"DROP INDEX {index}")
+        for column in ("model", "idempotency_key", "start_by"):
+            conn.exec_driver_sql(f"ALTER TABLE tasks DROP COLUMN {column}")
+        conn.exec_driver_sql("ALTER TABLE workers DROP COLUMN model")
+        for table in ("paused_scopes", "project_limits", "model_names"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        conn.exec_driver_sql("UPDATE headless_schema SET version = 3")
+    engine.dispose()
+    store = TaskStore(db_url)
+    assert store.get(queued)["status"] == "Queued" and store.get(queued)["model"] is None  # "any" until re-queued
+    assert store.add_task("generate", {"model": "vace_14B"}, idempotency_key="k") == store.add_task(
+        "generate", {}, idempotency_key="k")
+    store.worker_model("old-worker", "wan2.1-vace-14b")
+    assert store.claim("w", 30, model="wan2.1-vace-14b").id == queued
+    store.close()
