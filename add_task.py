@@ -8,6 +8,13 @@
     add_task.py list [--status S] [--type T] [--project-id P] [--limit N] [--json]
     add_task.py retry ID | cancel ID | watch ID
     add_task.py regenerate ID --params '{"prompt": "..."}'   (re-run one finished task with changed params)
+    add_task.py pause [--type T] [--project P]    stop claims of Queued tasks (running tasks finish)
+    add_task.py resume [--type T] [--project P] | resume --all
+    add_task.py prioritize ID N                   a Queued task's new priority (higher runs first)
+    add_task.py limit PROJECT N | limit PROJECT none   at most N running tasks of the project
+
+Adding also takes --idempotency-key K (a repeat in the same project prints the first task's id and
+inserts nothing) and --start-within S (not claimed within S seconds: it fails "expired before it started").
 
 Every form takes --db URL (default $HEADLESS_DB_URL or sqlite:///tasks.db). Errors exit non-zero with a
 one-line reason.
@@ -38,7 +45,8 @@ from source.errors import InvalidInput
 from source.task_context import TransientError  # noqa: E402
 from source.task_status import TERMINAL, TaskStatus  # noqa: E402
 
-COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate", "keys", "webhook-secret")
+COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate", "keys", "webhook-secret", "pause", "resume",
+            "prioritize", "limit")
 
 
 class CliError(Exception):
@@ -142,14 +150,16 @@ def cmd_add(args: argparse.Namespace, store_factory) -> int:
                               priority=item.get("priority", 0), depends_on=item.get("depends_on") or [],
                               project_id=item.get("project_id", args.project_id),
                               max_attempts=item.get("max_attempts", args.max_attempts),
-                              timeout_seconds=item.get("timeout_seconds")))
+                              timeout_seconds=item.get("timeout_seconds"),
+                              idempotency_key=item.get("idempotency_key"), start_within=item.get("start_within")))
             where.append(f"{path}:{n}: ")
     else:
         if not args.type or args.params is None:
             raise CliError("give --type and --params (or --jsonl FILE, or a command: " + ", ".join(COMMANDS) + ")")
         specs.append(dict(task_type=args.type, params=load_params(args.params), task_id=args.id,
                           priority=args.priority, depends_on=args.depends_on or [], project_id=args.project_id,
-                          max_attempts=args.max_attempts, timeout_seconds=args.timeout_seconds))
+                          max_attempts=args.max_attempts, timeout_seconds=args.timeout_seconds,
+                          idempotency_key=args.idempotency_key, start_within=args.start_within))
         where.append("")
     if not args.no_validate:  # --no-validate inserts params as given: nothing is checked or staged
         stager = stager_for(args)
@@ -158,6 +168,8 @@ def cmd_add(args: argparse.Namespace, store_factory) -> int:
     for spec in specs:
         if spec["max_attempts"] is not None and int(spec["max_attempts"]) < 1:
             raise CliError("--max-attempts must be at least 1")
+        if spec["start_within"] is not None and not float(spec["start_within"]) > 0:
+            raise CliError("--start-within must be a positive number of seconds")
     store = store_factory()
     for task_id in store.add_tasks(specs):
         print(task_id)
@@ -181,11 +193,19 @@ def cmd_status(args: argparse.Namespace, store: TaskStore) -> int:
     return 0
 
 
+def _scope(task_type: str | None, project_id: str | None) -> str:
+    return " ".join([f"type {task_type}" if task_type else "every type",
+                     f"in project {project_id}" if project_id else "in every project"])
+
+
 def cmd_list(args: argparse.Namespace, store: TaskStore) -> int:
     rows = store.list_tasks(status=args.status, task_type=args.type, project_id=args.project_id, limit=args.limit)
+    paused = store.paused_scopes()
     if args.json:
         print(json.dumps([_jsonable(r) for r in rows], indent=2))
         return 0
+    for scope in paused:  # before the table: a paused queue explains why nothing runs
+        print(f"paused: {_scope(scope['task_type'], scope['project_id'])} (since {str(scope['paused_at'])[:19]})")
     from rich.console import Console
     from rich.table import Table
 
@@ -241,6 +261,36 @@ def cmd_keys(args: argparse.Namespace, store: TaskStore) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace, store: TaskStore) -> int:
+    if args.command == "pause":
+        store.pause(args.type, args.project)
+        print(f"paused: {_scope(args.type, args.project)}")
+    elif args.command == "resume":
+        if args.all:
+            print(f"resumed {store.resume(everything=True)} paused scope(s)")
+        elif store.resume(args.type, args.project):
+            print(f"resumed: {_scope(args.type, args.project)}")
+        else:
+            scopes = [_scope(s["task_type"], s["project_id"]) for s in store.paused_scopes()]
+            raise CliError(f"{_scope(args.type, args.project)} is not paused; paused: "
+                           + ("; ".join(scopes) if scopes else "nothing"))
+    elif args.command == "prioritize":
+        store.prioritize(args.id, args.priority)
+        print(f"task {args.id} now has priority {args.priority}")
+    elif args.command == "limit":
+        if args.max_running.lower() in ("none", "unlimited"):
+            store.set_project_limit(args.project_id, None)
+            print(f"project {args.project_id}: no running limit")
+        else:
+            try:
+                n = int(args.max_running)
+            except ValueError:
+                raise CliError(f"limit takes a number of running tasks or 'none', not {args.max_running!r}") from None
+            store.set_project_limit(args.project_id, n)
+            print(f"project {args.project_id}: at most {n} running task(s)")
+    return 0
+
+
 def cmd_simple(args: argparse.Namespace, store: TaskStore) -> int:
     if args.command == "retry":
         ids = store.retry(args.id)
@@ -284,6 +334,10 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     add.add_argument("--no-validate", action="store_true",
                      help="insert without checking params (local files are then not staged either)")
     _staging_args(add)
+    add.add_argument("--idempotency-key", default=None,
+                     help="a repeat with the same key (same project) inserts nothing and prints the first task's id")
+    add.add_argument("--start-within", type=float, default=None, metavar="S",
+                     help="not claimed within S seconds: the task fails 'expired before it started'")
 
     cmd = argparse.ArgumentParser(prog="add_task.py")
     _db_arg(cmd)  # --db may come before or after the command
@@ -300,8 +354,20 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         if name == "webhook-secret":  # a new whsec_ signing secret for a project's webhooks (printed once)
             sp.add_argument("--project", required=True)
             continue
+        if name in ("pause", "resume"):
+            sp.add_argument("--type", default=None, help="only this task type (default every type)")
+            sp.add_argument("--project", default=None, help="only this project (default every project)")
+            if name == "resume":
+                sp.add_argument("--all", action="store_true", help="lift every pause")
+            continue
+        if name == "limit":
+            sp.add_argument("project_id")
+            sp.add_argument("max_running", help="a number, or 'none' for unlimited")
+            continue
         if name != "list":
             sp.add_argument("id")
+        if name == "prioritize":
+            sp.add_argument("priority", type=int)
         if name == "status":
             sp.add_argument("--json", action="store_true")
         if name == "list":
@@ -318,10 +384,22 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     return add, cmd
 
 
+def _first_word(argv: list[str]) -> str | None:
+    """The first argument that is not --db or its value: a command name, or else the add form."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--db":
+            skip = True
+        elif not a.startswith("--db="):
+            return a
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    is_command = any(a in COMMANDS for a in argv if not a.startswith("-")) and not any(
-        a in ("--type", "--jsonl") for a in argv)
+    is_command = _first_word(argv) in COMMANDS
     try:
         add_parser, cmd_parser = build_parsers()  # inside: a malformed setting is a one-line error too
         if not is_command:
@@ -343,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 print(WebhookStore(ApiStore(store)).new_secret(args.project))
                 return 0
+            if args.command in ("pause", "resume", "prioritize", "limit"):
+                return cmd_fleet(args, store)
             return cmd_simple(args, store)
         finally:
             store.close()

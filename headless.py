@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Storage bucket for outputs (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
     p.add_argument("--deliver-webhooks", action="store_true",
                    help="also deliver the HTTP API's webhooks from the outbox (servers do by default)")
+    p.add_argument("--affinity-max-wait", type=float, default=d.affinity_max_wait,
+                   help="model affinity: prefer tasks for the model this worker holds unless the next task in "
+                        "priority order has waited this many seconds (default 300; 0 = strict priority + age)")
+    p.add_argument("--preload-model", default=None, metavar="NAME",
+                   help="load this catalog model at start, so the worker claims its tasks first")
     return p.parse_args(argv)
 
 
@@ -72,6 +77,21 @@ def build_settings(args: argparse.Namespace, env: Settings) -> Settings:
     return env.replace(db_url=args.db or env.db_url, output_dir=args.output_dir or env.output_dir,
                        input_roots=tuple(dict.fromkeys(r.resolve() for r in roots)),
                        allow_private_urls="1" if args.allow_private_urls else env.allow_private_urls)
+
+
+def preload(name: str, log: EventLog) -> bool:
+    """Load a catalog model before the first claim (the engine logs model_loaded); the worker then reports
+    it and claims its tasks first. A name the catalog does not know, or a model that cannot load, stops
+    the worker at start."""
+    from source.generation.engine import get_engine
+    from source.generation.model_catalog import resolve_model
+
+    try:
+        get_engine().ensure(resolve_model(name), log=log.emit)
+    except Exception as exc:  # noqa: BLE001 - reported in one line, the worker does not start half-ready
+        log.emit("worker_stopped", reason="preload failed", model=name, error=f"{type(exc).__name__}: {exc}"[:500])
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         task_timeout=args.task_timeout, shutdown_grace=args.shutdown_grace,
         retry_base_seconds=args.retry_base_seconds, keep_work_dirs=args.keep_work_dirs,
         # A transaction pooler (Supabase port 6543) drops LISTEN sessions: poll there.
-        listen=not args.no_listen and ":6543" not in cfg.db_url,
+        listen=not args.no_listen and ":6543" not in cfg.db_url, affinity_max_wait=args.affinity_max_wait,
     )
     if args.worker_id:
         config.worker_id = args.worker_id
@@ -113,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         log.emit("worker_stopped", reason="output storage misconfigured", error=f"{type(exc).__name__}: {exc}"[:500])
         store.close()
         return 2
+    if args.preload_model and not preload(args.preload_model, log):
+        store.close()
+        return 2
+    store.run(store.record_model_names, what="record model names")  # aliases for direct-SQL inserts
     worker = Worker(store, storage, config, log, publisher=publisher)
     worker.install_signal_handlers()
     webhooks = None

@@ -30,6 +30,7 @@ from source.store.task_store import Claim, TaskStore
 from source.store.wakeup import Waker, make_waker
 from source.task_context import HandlerResult, TaskContext
 from source.task_limits import clip, excerpt, read_params
+from source.task_model import held_model
 from source.task_status import TaskStatus
 
 
@@ -48,6 +49,7 @@ class WorkerConfig:
     listen: bool = True
     keep_work_dirs: bool = False
     progress_min_interval: float = 1.0
+    affinity_max_wait: float = 300.0  # model affinity cut-off in seconds (0: strict priority + age order)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -187,6 +189,7 @@ class Worker:
         self._last_seen = 0.0
         self.waker: Waker | None = None
         self._finished = threading.Event()
+        self._reported_model: str | None = None
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -233,7 +236,9 @@ class Worker:
             self._maintenance()
             claim, self.next_claim = self.next_claim, None
             if claim is None:
-                claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
+                model = self._held_model()
+                claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types,
+                                                          model=model, affinity_max_wait=cfg.affinity_max_wait),
                                  "claim", interruptible=True)
             if claim is None:
                 if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work", interruptible=True):
@@ -243,6 +248,16 @@ class Worker:
             self._run_task(claim)
             self.tasks_done += 1
         return "signal"
+
+    def _held_model(self) -> str | None:
+        """The model the generation engine holds, passed to every claim (affinity); the workers row
+        shows it too."""
+        model = held_model()
+        if model != self._reported_model:
+            self._reported_model = model
+            self._db(lambda: self.store.worker_model(self.config.worker_id, model), "worker model")
+            self.log.emit("worker_model", model=model)
+        return model
 
     def _pending_work(self) -> bool:
         """Anything that could still become ready for us: tasks in progress anywhere (they may unblock
@@ -433,9 +448,11 @@ class Worker:
         goes_on = not self.stop_event.is_set() and (cfg.max_tasks is None or self.tasks_done + 1 < cfg.max_tasks)
         if not goes_on:
             return self._db(lambda: self.store.complete(claim, result.output_location, result.result), "complete")
+        model = self._held_model()
         ok, self.next_claim = self._db(lambda: self.store.complete_and_claim(
             claim, result.output_location, result.result, worker_id=cfg.worker_id,
-            lease_seconds=cfg.lease_seconds, task_types=cfg.task_types), "complete")
+            lease_seconds=cfg.lease_seconds, task_types=cfg.task_types, model=model,
+            affinity_max_wait=cfg.affinity_max_wait), "complete")
         return ok
 
     # ------------------------------------------------------------------ heartbeat thread

@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from source.store.connection import Database, text, to_json
+from source import task_model
+from source.store.connection import Database, iso_now, text, to_json
 from source.store.records import Claim, StoreError, parse_params
 from source.task_context import ChildTask, child_task_id
 from source.task_status import ENDED_BADLY, TERMINAL, TaskStatus
@@ -28,17 +29,22 @@ CANCELLED, COMPLETE, FAILED, IN_PROGRESS, QUEUED = (TaskStatus.CANCELLED, TaskSt
 def insert_row(db: Database, conn: Connection, *, task_id: str, task_type: str, params: Any, priority: int,
                depends_on: Sequence[str], project_id: str | None, max_attempts: int,
                timeout_seconds: float | None, parent_task_id: str | None = None,
-               completes_parent: bool = False, if_absent: bool = False) -> bool:
+               completes_parent: bool = False, if_absent: bool = False, idempotency_key: str | None = None,
+               start_within: float | None = None) -> bool:
     """Insert one Queued task; the first parent goes in the seed's `dependant_on`, all of them (when
-    more than one) in task_dependencies. Returns False when if_absent found the id taken."""
+    more than one) in task_dependencies. Its model (affinity) is computed here, once. Returns False when
+    if_absent found the id taken, or the project already has a task with this idempotency key."""
     row = {
         "id": task_id, "task_type": task_type,
         "params": params if isinstance(params, str) else json.dumps(params),
         "status": QUEUED.value, "dependant_on": depends_on[0] if depends_on else None, "project_id": project_id,
         "priority": int(priority), "max_attempts": int(max_attempts), "timeout_seconds": timeout_seconds,
         "parent_task_id": parent_task_id, "completes_parent": 1 if completes_parent else 0,
+        "model": task_model.model_for_task(task_type, params), "idempotency_key": idempotency_key,
+        "start_within": start_within, "start_by": iso_now(start_within) if start_within is not None else None,
     }
-    statement = db.sql.insert_task_if_absent if if_absent else db.sql.insert_task
+    statement = (db.sql.insert_task_idempotent if idempotency_key is not None else
+                 db.sql.insert_task_if_absent if if_absent else db.sql.insert_task)
     inserted = conn.execute(text(statement), {**db.times(), **row}).rowcount != 0
     if inserted and len(depends_on) > 1:
         for parent in dict.fromkeys(depends_on):
@@ -318,6 +324,13 @@ def sweep_stranded(db: Database) -> list[dict[str, Any]]:
             if conn.execute(text(sql.end_queued),
                             {**db.times(), "id": task_id, "status": FAILED.value, "message": message}).first():
                 propagate_end(db, conn, task_id, type_of(db, conn, task_id), FAILED, message, None)
+                done.append({"task_id": task_id, "reason": message})
+        for task_id, start_by in conn.execute(text(sql.expired_unstarted), db.times()).all():
+            message = f"expired before it started: not claimed by its start_by time {start_by}"
+            row = conn.execute(text(sql.end_queued),
+                               {**db.times(), "id": task_id, "status": FAILED.value, "message": message}).first()
+            if row is not None:
+                propagate_end(db, conn, task_id, type_of(db, conn, task_id), FAILED, message, row[0])
                 done.append({"task_id": task_id, "reason": message})
         ended = conn.execute(text(sql.stranded)).all() + conn.execute(text(sql.stranded_edges)).all()
         for task_id, parent, parent_status in ended:

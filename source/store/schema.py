@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from source import task_model
 from source.store import sql as q
 from source.store.connection import Database, text, to_json
 from source.store.records import parse_params
@@ -65,6 +66,11 @@ def ensure_schema(db: Database, lease_seconds_for_migrated: float = 300.0) -> No
                 conn.exec_driver_sql(ddl)
             if existed:  # before the leases below: they would make these orchestrators reclaimable
                 end_seed_orchestrators(db, conn)
+            for table, name, statement in sql.other_add_columns:
+                if name not in {r[0] for r in conn.execute(text(sql.columns_of_table), {"table": table})}:
+                    conn.exec_driver_sql(statement)
+            for name, model in task_model.name_pairs().items():  # aliases for the direct-SQL trigger
+                conn.execute(text(sql.model_name_put), {"name": name, "model": model})
             if existed and "lease_expires_at" in added:
                 # Seed rows left In Progress have no lease: give them one, so a dead seed worker's
                 # tasks are reclaimed instead of stranded.

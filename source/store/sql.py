@@ -19,11 +19,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from source.task_model import MODEL_KEYS, MODEL_TASK_TYPES
 from source.task_status import TaskStatus
 
 NOTIFY_CHANNEL = "headless_tasks"
-SCHEMA_VERSION = 4  # 2: PostgreSQL claim function (headless_claim); 3: CHECKs on status and self-dependency;
-# 4: seed-era orchestrators left In Progress are ended (schema.end_seed_orchestrators)
+SCHEMA_VERSION = 5  # 2: PostgreSQL claim function (headless_claim); 3: CHECKs on status and self-dependency;
+# 4: seed-era orchestrators left In Progress are ended (schema.end_seed_orchestrators); 5: fleet scheduling
+# (model affinity, pause, project limits, idempotency keys, start_by)
 
 # The seed's orchestrators and the child that delivers each one's final output (seed notes A.3, A.5); the seed
 # linked children by params.orchestrator_task_id_ref / orchestrator_run_id, not by a column.
@@ -49,11 +51,11 @@ LISTEN = f"LISTEN {NOTIFY_CHANNEL}"
 
 # What a claim returns: what the worker needs to run the task and to guard its later writes.
 CLAIM_COLUMNS = ("id", "task_type", "params", "attempts", "worker_id", "max_attempts", "project_id", "priority",
-                 "timeout_seconds", "parent_task_id", "completes_parent")
+                 "timeout_seconds", "parent_task_id", "completes_parent", "model")
 
 # What an insert names (created_at/updated_at are added per dialect); the rest take their defaults.
 INSERT_COLUMNS = ("id", "task_type", "params", "status", "dependant_on", "project_id", "priority", "max_attempts",
-                  "timeout_seconds", "parent_task_id", "completes_parent")
+                  "timeout_seconds", "parent_task_id", "completes_parent", "model", "idempotency_key")
 LIST_FILTERS = ("status", "task_type", "project_id", "parent_task_id")
 
 # Rows that could never run are refused where the database can: an unknown status word (e.g. 'Pending',
@@ -132,7 +134,16 @@ def _extra_columns(ts: str, json_type: str) -> list[tuple[str, str]]:
         ("parent_task_id", "TEXT NULL"),
         ("completes_parent", "INTEGER NOT NULL DEFAULT 0"),
         ("awaiting_children", "INTEGER NOT NULL DEFAULT 0"),
+        # Fleet scheduling. model: the catalog name the task loads (NULL: any worker suits it), filled by
+        # the insert path and, for direct SQL inserts, by the headless_tasks_model trigger.
+        ("model", "TEXT NULL"),
+        ("idempotency_key", "TEXT NULL"),  # unique per project: a retried insert finds the first task
+        ("start_by", f"{ts} NULL"),  # not claimed by then: the sweep ends it Failed
     ]
+
+
+# Columns added to the other tables after they first shipped (table, name, ddl).
+OTHER_EXTRA_COLUMNS = [("workers", "model", "TEXT NULL")]
 
 
 def _other_tables(ts: str, now_default: str) -> list[str]:
@@ -160,6 +171,25 @@ def _other_tables(ts: str, now_default: str) -> list[str]:
             task_id TEXT NULL,
             created_at {ts} NOT NULL DEFAULT {now_default}
         )""",
+        # Paused scopes: '' means every type / every project. Claims skip Queued rows any scope covers.
+        f"""CREATE TABLE IF NOT EXISTS paused_scopes (
+            task_type TEXT NOT NULL DEFAULT '',
+            project_id TEXT NOT NULL DEFAULT '',
+            paused_at {ts} NULL,
+            PRIMARY KEY (task_type, project_id)
+        )""",
+        # Fair shares: at most max_running tasks of the project In Progress (orchestrators waiting on their
+        # children do not count). A project without a row is unlimited.
+        """CREATE TABLE IF NOT EXISTS project_limits (
+            project_id TEXT PRIMARY KEY,
+            max_running INTEGER NOT NULL CHECK (max_running >= 0)
+        )""",
+        # Model names and aliases (lower case) -> catalog name, written from the model catalog by workers,
+        # so the trigger resolves aliases for direct SQL inserts as the insert path does.
+        """CREATE TABLE IF NOT EXISTS model_names (
+            name TEXT PRIMARY KEY,
+            model TEXT NOT NULL
+        )""",
         """CREATE TABLE IF NOT EXISTS headless_schema (
             name TEXT PRIMARY KEY,
             version INTEGER NOT NULL
@@ -175,6 +205,17 @@ _INDEXES = [
     "CREATE INDEX IF NOT EXISTS idx_tasks_parent ON tasks (parent_task_id)",
     "CREATE INDEX IF NOT EXISTS idx_status_created ON tasks (status, created_at)",
     "CREATE INDEX IF NOT EXISTS idx_task_dependencies_parent ON task_dependencies (depends_on)",
+    # Affinity: the claim walks this one for the held model's (and model-less) ready rows of one priority.
+    "CREATE INDEX IF NOT EXISTS idx_tasks_ready_model ON tasks (model, priority DESC, created_at, id)"
+    " WHERE status = 'Queued'",
+    # Fair shares: running tasks of one project, counted per candidate when the project has a limit.
+    "CREATE INDEX IF NOT EXISTS idx_tasks_running_project ON tasks (project_id) WHERE status = 'In Progress'",
+    # Deadlines: the sweep finds expired unclaimed rows without reading the queue.
+    "CREATE INDEX IF NOT EXISTS idx_tasks_start_by ON tasks (start_by)"
+    " WHERE status = 'Queued' AND start_by IS NOT NULL",
+    # Idempotent inserts from every path; a NULL project is one project ('').
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_tasks_idempotency ON tasks (COALESCE(project_id, ''), idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL",
 ]
 
 _POSTGRES_NOTIFY = [
@@ -191,6 +232,52 @@ _POSTGRES_NOTIFY = [
 ]
 
 
+# The model of a row inserted by direct SQL without one: the same rule as source/task_model.py (the
+# params' model name, else the task type's default; aliases through model_names). Only generating task
+# types; the insert path always fills the column for them, so the trigger does no work for its rows.
+_MODEL_TYPES = ", ".join(f"'{t}'" for t in MODEL_TASK_TYPES)
+_MODEL_DEFAULTS = " ".join(f"WHEN '{t}' THEN '{m}'" for t, m in MODEL_TASK_TYPES.items() if m)
+
+
+def _model_expr(named: str, task_type: str) -> str:
+    raw = f"COALESCE({named}, CASE {task_type} {_MODEL_DEFAULTS} END)"
+    return f"COALESCE((SELECT m.model FROM model_names m WHERE m.name = lower({raw})), {raw})"
+
+
+_SQLITE_NAMED = "COALESCE(" + ", ".join(
+    f"CASE WHEN json_valid(NEW.params) AND json_type(NEW.params, '$.{k}') = 'text'"
+    f" THEN NULLIF(trim(json_extract(NEW.params, '$.{k}')), '') END" for k in MODEL_KEYS) + ")"
+_SQLITE_MODEL_TRIGGER = [
+    "DROP TRIGGER IF EXISTS headless_tasks_model",
+    f"""CREATE TRIGGER headless_tasks_model AFTER INSERT ON tasks
+       WHEN NEW.model IS NULL AND NEW.task_type IN ({_MODEL_TYPES})
+       BEGIN
+           UPDATE tasks SET model = {_model_expr(_SQLITE_NAMED, "NEW.task_type")} WHERE id = NEW.id;
+       END""",
+]
+_PG_NAMED = "COALESCE(" + ", ".join(
+    f"CASE WHEN jsonb_typeof(p -> '{k}') = 'string' THEN NULLIF(trim(p ->> '{k}'), '') END" for k in MODEL_KEYS) + ")"
+_PG_MODEL_TRIGGER = [
+    f"""CREATE OR REPLACE FUNCTION headless_task_model() RETURNS trigger AS $$
+    DECLARE p jsonb;
+    BEGIN
+        IF NEW.model IS NULL AND NEW.task_type IN ({_MODEL_TYPES}) THEN
+            BEGIN
+                p := NEW.params::jsonb;  -- a migrated seed table may hold params as text
+            EXCEPTION WHEN others THEN
+                p := NULL;  -- not JSON: the worker fails the row with its reason; no model here
+            END;
+            IF jsonb_typeof(p) <> 'object' THEN p := NULL; END IF;
+            NEW.model := {_model_expr(_PG_NAMED, "NEW.task_type")};
+        END IF;
+        RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS headless_tasks_model ON tasks",
+    """CREATE TRIGGER headless_tasks_model BEFORE INSERT ON tasks
+       FOR EACH ROW EXECUTE FUNCTION headless_task_model()""",
+]
+
+
 @dataclass(frozen=True)
 class Dialect:
     name: str
@@ -203,7 +290,7 @@ class Dialect:
     other_tables: list[str]
     indexes: list[str]
     triggers: list[str]
-    add_column: str  # format with name, ddl
+    add_column: str  # format with table, name, ddl
     claim_template: str  # SQLite: format with type_filter; PostgreSQL: the call of headless_claim
 
     def claim_sql(self, n_types: int) -> str:
@@ -218,14 +305,25 @@ class Dialect:
 
 # The dependency gate: the seed's single parent by a LEFT JOIN on its primary key (an EXISTS here would plan
 # as a hashed subplan scanning the whole table in PostgreSQL), further parents by an anti-join on the
-# dependency table's primary key. Both are per-candidate index lookups.
+# dependency table's primary key. Both are per-candidate index lookups. Then the fleet rules, also per
+# candidate: start_by not passed, no paused scope covering the row (paused_scopes is a handful of rows),
+# and the project under its running limit (only projects with a project_limits row count their running
+# tasks, through idx_tasks_running_project; orchestrators waiting on children do not count).
 _READY_WHERE = """
     t.status = 'Queued'
     AND (t.not_before IS NULL OR t.not_before <= {now})
+    AND (t.start_by IS NULL OR t.start_by > {now})
     AND (t.dependant_on IS NULL OR p.status = 'Complete')
     AND NOT EXISTS (
         SELECT 1 FROM task_dependencies d JOIN tasks q ON q.id = d.depends_on
         WHERE d.task_id = t.id AND q.status <> 'Complete')
+    AND NOT EXISTS (
+        SELECT 1 FROM paused_scopes s
+        WHERE s.task_type IN ('', t.task_type) AND s.project_id IN ('', COALESCE(t.project_id, '')))
+    AND NOT EXISTS (
+        SELECT 1 FROM project_limits l WHERE l.project_id = t.project_id AND l.max_running <= (
+            SELECT COUNT(*) FROM tasks r
+            WHERE r.project_id = t.project_id AND r.status = 'In Progress' AND r.awaiting_children = 0))
     {{type_filter}}
 """
 
@@ -235,6 +333,32 @@ _CLAIM_SET = """
     updated_at = {now}, progress = 0, progress_message = NULL, error_message = NULL
 """
 
+
+def _choice(ready: str, lock: str, model: str, waited_enough: str, sqlite: bool) -> str:
+    """The claim's choice, as one expression over the CTE `head` (the first ready row in strict order:
+    priority, then age). Model affinity: the head itself when it suits the worker's model (or any model),
+    when it has waited past the cut-off, or when the worker holds no model; else the oldest ready row of
+    the head's priority for the held model, else one that needs no model, else the head. Each is one walk
+    of a partial index in order (idx_tasks_ready_model: model, priority, age), evaluated only when needed."""
+    hint = " INDEXED BY idx_tasks_ready_model" if sqlite else ""
+
+    def same_priority(model_test: str) -> str:
+        return (f"(SELECT t.id FROM tasks t{hint} LEFT JOIN tasks p ON p.id = t.dependant_on WHERE {ready}"
+                f" AND {model_test} AND t.priority = (SELECT priority FROM head)"
+                f" ORDER BY t.model, t.priority DESC, t.created_at, t.id LIMIT 1{lock})")
+
+    # PostgreSQL: the held model as a range, not `=`: ordered by model first, only idx_tasks_ready_model
+    # gives the order without a (disabled) sort, so statistics that say "nothing is queued" cannot send
+    # this walk along idx_tasks_ready, filtering every ready row of the priority by model.
+    held = f"t.model = {model}" if sqlite else f"t.model >= {model} AND t.model <= {model}"
+    return (
+        f"COALESCE((SELECT id FROM head WHERE {model} IS NULL OR head.model IS NULL OR head.model = {model}"
+        f" OR {waited_enough}), {same_priority(held)}, {same_priority('t.model IS NULL')},"
+        " (SELECT id FROM head))"
+    )
+
+
+_SQLITE_READY = _READY_WHERE.format(now=":now")
 SQLITE = Dialect(
     name="sqlite",
     now=":now",
@@ -245,34 +369,44 @@ SQLITE = Dialect(
     extra_columns=_extra_columns("TEXT", "TEXT"),
     other_tables=_other_tables("TEXT", "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')"),
     indexes=_INDEXES,
-    triggers=[],
-    add_column="ALTER TABLE tasks ADD COLUMN {name} {ddl}",
+    triggers=_SQLITE_MODEL_TRIGGER,
+    add_column="ALTER TABLE {table} ADD COLUMN {name} {ddl}",
     claim_template=(
         "UPDATE tasks SET " + _CLAIM_SET.format(now=":now", lease_until=":lease_until")
-        # INDEXED BY: left alone, SQLite's planner picks idx_status_created and sorts every Queued row
-        + " WHERE status = 'Queued' AND id = (SELECT t.id FROM tasks t INDEXED BY idx_tasks_ready"
-        " LEFT JOIN tasks p ON p.id = t.dependant_on"
-        " WHERE " + _READY_WHERE.format(now=":now")
-        + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) RETURNING " + ", ".join(CLAIM_COLUMNS)
+        # INDEXED BY: left alone, SQLite's planner picks idx_status_created and sorts every Queued row.
+        # :cutoff is now minus the affinity cut-off (ISO text, as created_at).
+        + " WHERE status = 'Queued' AND id = (WITH head AS MATERIALIZED (SELECT t.id, t.priority, t.created_at,"
+        " t.model FROM tasks t INDEXED BY idx_tasks_ready LEFT JOIN tasks p ON p.id = t.dependant_on"
+        " WHERE " + _SQLITE_READY
+        + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) SELECT "
+        + _choice(_SQLITE_READY, "", ":model", "head.created_at <= :cutoff", sqlite=True)
+        + ") RETURNING " + ", ".join(CLAIM_COLUMNS)
     ),
 )
 
 _PG_LEASE = "now() + make_interval(secs => CAST(:lease_seconds AS double precision))"
 
 
-def pg_claim_statement(worker: str, lease_seconds: str, types: str) -> str:
-    """The PostgreSQL claim, with SQL expressions for the worker id, the lease in seconds and the task
-    types (a text[]; NULL means any type)."""
+def pg_claim_statement(worker: str, lease_seconds: str, types: str, model: str = "CAST(NULL AS text)",
+                       max_wait: str = "300") -> str:
+    """The PostgreSQL claim, with SQL expressions for the worker id, the lease in seconds, the task
+    types (a text[]; NULL means any type), the model the worker holds (NULL: none) and the affinity
+    cut-off in seconds."""
     # The claim's own times use clock_timestamp(): inside the function the query takes a fresh snapshot,
     # later than now() (the start of the caller's statement), so a child claimed the moment its parent
     # completed would otherwise record a start before the parent's end.
     lease_until = f"clock_timestamp() + make_interval(secs => {lease_seconds})"
     returning = ", ".join(f"tasks.{c}::{t}" for c, t in zip(CLAIM_COLUMNS, _PG_CLAIM_TYPES))
+    ready = _READY_WHERE.format(now="now()").format(type_filter=f"AND ({types} IS NULL OR t.task_type = ANY({types}))")
+    waited = f"head.created_at <= clock_timestamp() - make_interval(secs => {max_wait})"
     return (
-        "WITH candidate AS (SELECT t.id FROM tasks t LEFT JOIN tasks p ON p.id = t.dependant_on"
-        " WHERE " + _READY_WHERE.format(now="now()").format(
-            type_filter=f"AND ({types} IS NULL OR t.task_type = ANY({types}))")
-        + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED)"
+        # Every candidate is locked with SKIP LOCKED as it is read: a row another claimer holds is passed
+        # over, and the head stays locked (until this statement's transaction ends) if another row is chosen.
+        "WITH head AS (SELECT t.id, t.priority, t.created_at, t.model FROM tasks t"
+        " LEFT JOIN tasks p ON p.id = t.dependant_on WHERE " + ready
+        + " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED),"
+        " candidate AS (SELECT " + _choice(ready, " FOR UPDATE OF t SKIP LOCKED", model, waited, sqlite=False)
+        + " AS id)"
         " UPDATE tasks SET " + _CLAIM_SET.format(now="clock_timestamp()", lease_until=lease_until)
         .replace(":worker", worker)
         # No status test out here: the candidate is row-locked and was re-checked as Queued when locked,
@@ -284,23 +418,33 @@ def pg_claim_statement(worker: str, lease_seconds: str, types: str) -> str:
 
 # Casts make the result the same whatever types a migrated table has (a seed-era params column may be TEXT).
 _PG_CLAIM_TYPES = ("text", "text", "text", "integer", "text", "integer", "text", "integer", "double precision",
-                   "text", "integer")
+                   "text", "integer", "text")
 
 # The claim runs inside a function so that it always plans as a walk of idx_tasks_ready in claim order.
 # Left to itself, the planner sorts every Queued row whenever its statistics say few rows are Queued (a
 # new table, or one analyzed while idle), and a burst of queued work then costs O(queued) per claim:
 # 4.5 ms at 2,000 queued rows against 0.3 ms. The function's own settings cannot leak into other
 # statements and survive transaction poolers; plpgsql also keeps the plan between calls.
-_PG_CLAIM_PLANNER_SETTINGS = (("enable_sort", "off"), ("enable_bitmapscan", "off"))
-_PG_CLAIM_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION headless_claim(p_worker text, p_lease_seconds double precision, p_types text[])"
+# Fair shares: when any project has a limit, claims take turns (a transaction-scoped advisory lock, a
+# few milliseconds each), so two workers never both see a project one below its limit; the claim's own
+# statement then takes a fresh snapshot that sees the previous claim.
+# jit off: enable_sort=off prices the never-run sort of an empty branch (no model held) at 1e10, which
+# would otherwise make every claim JIT-compile its plan (seconds).
+_PG_CLAIM_PLANNER_SETTINGS = (("enable_sort", "off"), ("enable_bitmapscan", "off"), ("jit", "off"))
+_PG_CLAIM_ARGS = ("p_worker text, p_lease_seconds double precision, p_types text[], p_model text,"
+                  " p_max_wait double precision")
+_PG_CLAIM_FUNCTION = [
+    "DROP FUNCTION IF EXISTS headless_claim(text, double precision, text[])",  # schema 2-3's signature
+    "CREATE OR REPLACE FUNCTION headless_claim(" + _PG_CLAIM_ARGS + ")"
     " RETURNS TABLE (" + ", ".join(f"{c} {t}" for c, t in zip(CLAIM_COLUMNS, _PG_CLAIM_TYPES)) + ")"
     " LANGUAGE plpgsql"
     + "".join(f" SET {name} = {value}" for name, value in _PG_CLAIM_PLANNER_SETTINGS)
-    + " AS $$\n#variable_conflict use_column\nBEGIN\n    RETURN QUERY "
-    + pg_claim_statement("p_worker", "p_lease_seconds", "p_types")
-    + ";\nEND\n$$"
-)
+    + " AS $$\n#variable_conflict use_column\nBEGIN\n"
+    "    IF EXISTS (SELECT 1 FROM project_limits) THEN PERFORM pg_advisory_xact_lock(7418806246); END IF;\n"
+    "    RETURN QUERY "
+    + pg_claim_statement("p_worker", "p_lease_seconds", "p_types", "p_model", "p_max_wait")
+    + ";\nEND\n$$",
+]
 
 POSTGRES = Dialect(
     name="postgresql",
@@ -312,11 +456,12 @@ POSTGRES = Dialect(
     extra_columns=_extra_columns("TIMESTAMPTZ", "JSONB"),
     other_tables=_other_tables("TIMESTAMPTZ", "now()"),
     indexes=_INDEXES,
-    triggers=_POSTGRES_NOTIFY + [_PG_CLAIM_FUNCTION] + _PG_ADD_CHECKS,
-    add_column="ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {name} {ddl}",
+    triggers=_POSTGRES_NOTIFY + _PG_MODEL_TRIGGER + _PG_CLAIM_FUNCTION + _PG_ADD_CHECKS,
+    add_column="ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ddl}",
     claim_template=(
         "SELECT " + ", ".join(CLAIM_COLUMNS) + " FROM headless_claim(:worker,"
-        " CAST(:lease_seconds AS double precision), CAST(:types AS text[]))"
+        " CAST(:lease_seconds AS double precision), CAST(:types AS text[]), CAST(:model AS text),"
+        " CAST(:max_wait AS double precision))"
     ),
 )
 
@@ -336,15 +481,22 @@ class Statements:
         self.record_schema_version = "INSERT INTO headless_schema (name, version) VALUES ('tasks', :version)"
         if d.name == "sqlite":
             self.columns_of_tasks = "SELECT name FROM pragma_table_info('tasks')"
+            self.columns_of_table = "SELECT name FROM pragma_table_info(:table)"
             self.migration_lock = None  # BEGIN IMMEDIATE already admits one writer
         else:
             self.columns_of_tasks = ("SELECT column_name FROM information_schema.columns"
                                      " WHERE table_name = 'tasks' AND table_schema = current_schema()")
+            self.columns_of_table = ("SELECT column_name FROM information_schema.columns"
+                                     " WHERE table_name = :table AND table_schema = current_schema()")
             self.migration_lock = "SELECT pg_advisory_xact_lock(7418806245)"  # one migrator across machines
         self.rename_depends_on = "ALTER TABLE tasks RENAME COLUMN depends_on TO dependant_on"
         self.create_seed_table = d.seed_table
-        self.add_columns = [(name, d.add_column.format(name=name, ddl=ddl)) for name, ddl in d.extra_columns]
+        self.add_columns = [(name, d.add_column.format(table="tasks", name=name, ddl=ddl))
+                            for name, ddl in d.extra_columns]
         self.other_ddl = d.other_tables + d.indexes + d.triggers
+        # run after other_ddl has created the tables (a workers table from schema 3 lacks `model`)
+        self.other_add_columns = [(table, name, d.add_column.format(table=table, name=name, ddl=ddl))
+                                  for table, name, ddl in OTHER_EXTRA_COLUMNS]
         # Seed rows left In Progress have no lease: give them one, so they are reclaimed, not stranded.
         self.lease_unleased_in_progress = (
             f"UPDATE tasks SET lease_expires_at = {lease_until}"
@@ -377,11 +529,21 @@ class Statements:
         # -- inserting (source/store/dag.py) --------------------------------------------------------
         # created_at per row: PostgreSQL's now() is one value per transaction and would scramble the order.
         values = ", ".join(f":{c}" for c in INSERT_COLUMNS)
+        # start_by: SQLite gets the ISO text (:start_by); PostgreSQL adds :start_within seconds to its clock.
+        start_by = ":start_by" if d.name == "sqlite" else (
+            "clock_timestamp() + make_interval(secs => CAST(:start_within AS double precision))")
         self.insert_task = (
-            f"INSERT INTO tasks ({', '.join(INSERT_COLUMNS)}, created_at, updated_at)"
-            f" VALUES ({values}, {d.row_now}, {d.row_now})"
+            f"INSERT INTO tasks ({', '.join(INSERT_COLUMNS)}, start_by, created_at, updated_at)"
+            f" VALUES ({values}, {start_by}, {d.row_now}, {d.row_now})"
         )
         self.insert_task_if_absent = self.insert_task + " ON CONFLICT (id) DO NOTHING"
+        # A repeated idempotency key inserts nothing (waiting, on PostgreSQL, for a concurrent insert of the
+        # same key to commit); the caller then reads the first task's id.
+        self.insert_task_idempotent = (self.insert_task + " ON CONFLICT (COALESCE(project_id, ''), idempotency_key)"
+                                       " WHERE idempotency_key IS NOT NULL DO NOTHING")
+        self.task_by_idempotency_key = (
+            "SELECT id FROM tasks WHERE COALESCE(project_id, '') = COALESCE(:project_id, '')"
+            " AND idempotency_key = :idempotency_key")
         self.insert_edge = "INSERT INTO task_dependencies (task_id, depends_on) VALUES (:task_id, :depends_on)"
         self.insert_edge_if_absent = self.insert_edge + " ON CONFLICT DO NOTHING"
         self.task_exists = "SELECT 1 FROM tasks WHERE id = :id"
@@ -533,6 +695,35 @@ class Statements:
             " JOIN tasks t ON t.id = d.task_id JOIN tasks q ON q.id = d.depends_on"
             " WHERE t.status = 'Queued' AND q.status IN ('Failed', 'Cancelled') LIMIT 100"
         )
+        # Deadlines: unclaimed rows past start_by (ended by the sweep with end_queued, then propagated).
+        self.expired_unstarted = (
+            f"SELECT id, start_by FROM tasks WHERE status = 'Queued' AND start_by IS NOT NULL AND start_by <= {now}"
+            " ORDER BY start_by LIMIT 100"
+        )
+
+        # -- fleet controls: pause, project limits, priority, model names (add_task.py, workers) -------
+        self.pause = (
+            f"INSERT INTO paused_scopes (task_type, project_id, paused_at) VALUES (:task_type, :project_id, {now})"
+            " ON CONFLICT (task_type, project_id) DO NOTHING"
+        )
+        self.resume = "DELETE FROM paused_scopes WHERE task_type = :task_type AND project_id = :project_id"
+        self.resume_all = "DELETE FROM paused_scopes"
+        self.paused_scopes = "SELECT task_type, project_id, paused_at FROM paused_scopes ORDER BY task_type, project_id"
+        self.set_project_limit = (
+            "INSERT INTO project_limits (project_id, max_running) VALUES (:project_id, :max_running)"
+            " ON CONFLICT (project_id) DO UPDATE SET max_running = excluded.max_running"
+        )
+        self.drop_project_limit = "DELETE FROM project_limits WHERE project_id = :project_id"
+        self.project_limits = "SELECT project_id, max_running FROM project_limits ORDER BY project_id"
+        self.prioritize = (
+            f"UPDATE tasks SET priority = :priority, updated_at = {now} WHERE id = :id AND status = 'Queued'"
+        )
+        self.model_name_put = (
+            "INSERT INTO model_names (name, model) VALUES (:name, :model)"
+            " ON CONFLICT (name) DO UPDATE SET model = excluded.model"
+        )
+        self.worker_model = "UPDATE workers SET model = :model WHERE id = :id"
+
         # -- reading ------------------------------------------------------------------------------
         self.get = "SELECT * FROM tasks WHERE id = :id"
         self.count_by_status = "SELECT status, COUNT(*) FROM tasks GROUP BY status"
@@ -555,7 +746,7 @@ class Statements:
             f" VALUES (:id, :host, :pid, {now}, {now}, NULL, :version, 'running')"
             " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
             " started_at = excluded.started_at, last_seen_at = excluded.last_seen_at,"
-            " current_task_id = NULL, version = excluded.version, status = 'running'"
+            " current_task_id = NULL, version = excluded.version, status = 'running', model = NULL"
         )
         self.worker_seen = (
             f"UPDATE workers SET last_seen_at = {now}, current_task_id = :task_id, status = :status WHERE id = :id"

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from source import task_model
 from source.store import dag, schema
 from source.store.connection import (
     Database,
@@ -25,6 +26,8 @@ from source.store.connection import (
 from source.store.records import Claim, StoreError, claim_from, parse_params
 from source.task_context import ChildTask
 from source.task_status import TaskStatus
+
+DEFAULT_AFFINITY_MAX_WAIT = 300.0  # seconds; headless.py --affinity-max-wait
 
 __all__ = ["TaskStore", "Claim", "StoreError", "parse_params", "redact_url", "normalise_db_url", "iso_now"]
 
@@ -41,52 +44,86 @@ class TaskStore(Database):
     # ------------------------------------------------------------------ inserting
     def add_task(self, task_type: str, params: Any, *, task_id: str | None = None, priority: int = 0,
                  depends_on: Sequence[str] = (), project_id: str | None = None, max_attempts: int = 3,
-                 timeout_seconds: float | None = None) -> str:
-        """Insert one Queued task (its parents must exist, so no cycle can form). Returns its id."""
+                 timeout_seconds: float | None = None, idempotency_key: str | None = None,
+                 start_within: float | None = None) -> str:
+        """Insert one Queued task (its parents must exist, so no cycle can form). Returns its id.
+
+        idempotency_key: a second insert with the same key in the same project inserts nothing and returns
+        the first task's id (also when both run at once). start_within: seconds the task may wait for a
+        worker; not claimed by then (its start_by), it ends Failed "expired before it started"."""
         return self.add_tasks([dict(task_type=task_type, params=params, task_id=task_id, priority=priority,
                                     depends_on=list(depends_on), project_id=project_id,
-                                    max_attempts=max_attempts, timeout_seconds=timeout_seconds)])[0]
+                                    max_attempts=max_attempts, timeout_seconds=timeout_seconds,
+                                    idempotency_key=idempotency_key, start_within=start_within)])[0]
 
     def add_tasks(self, specs: Sequence[dict[str, Any]]) -> list[str]:
-        """Insert many tasks in one transaction (all or nothing). A spec may depend on earlier specs' ids."""
+        """Insert many tasks in one transaction (all or nothing). A spec may depend on earlier specs' ids.
+        A spec whose idempotency key its project already has gives that task's id and inserts nothing."""
         def insert() -> list[str]:
             ids: list[str] = []
             with self.begin() as conn:
                 for spec in specs:
+                    key = spec.get("idempotency_key")
+                    if key is not None and not (isinstance(key, str) and key.strip()):
+                        raise StoreError("an idempotency key must be a non-empty string")
+                    start_within = spec.get("start_within")
+                    if start_within is not None and not float(start_within) > 0:
+                        raise StoreError("start_within must be a positive number of seconds")
                     task_id = spec.get("task_id") or str(uuid.uuid4())
                     depends_on = list(spec.get("depends_on") or [])
                     if task_id in depends_on:
                         raise StoreError(f"task {task_id} cannot depend on itself: it would never run")
+                    if key is not None and (first := self._task_with_key(conn, spec.get("project_id"), key)):
+                        ids.append(first)  # a retried insert: nothing new
+                        continue
                     dag.check_parents_exist(self, conn, depends_on)
                     if dag.exists(self, conn, task_id):
                         raise StoreError(f"a task with id {task_id} already exists")
-                    dag.insert_row(self, conn, task_id=task_id, task_type=spec["task_type"], params=spec["params"],
-                                   priority=spec.get("priority") or 0, depends_on=depends_on,
-                                   project_id=spec.get("project_id"),
-                                   max_attempts=spec.get("max_attempts") or 3,
-                                   timeout_seconds=spec.get("timeout_seconds"))
+                    inserted = dag.insert_row(
+                        self, conn, task_id=task_id, task_type=spec["task_type"], params=spec["params"],
+                        priority=spec.get("priority") or 0, depends_on=depends_on, project_id=spec.get("project_id"),
+                        max_attempts=spec.get("max_attempts") or 3, timeout_seconds=spec.get("timeout_seconds"),
+                        idempotency_key=key, start_within=float(start_within) if start_within is not None else None)
+                    if not inserted:  # a concurrent insert of the same key committed first (PostgreSQL)
+                        task_id = self._task_with_key(conn, spec.get("project_id"), key)
                     ids.append(task_id)
             return ids
 
         return self.run(insert, what="insert tasks")
 
+    def _task_with_key(self, conn, project_id: str | None, key: str) -> str | None:
+        return conn.execute(text(self.sql.task_by_idempotency_key),
+                            {"project_id": project_id, "idempotency_key": key}).scalar()
+
     # ------------------------------------------------------------------ claiming
-    def claim(self, worker_id: str, lease_seconds: float, task_types: Sequence[str] | None = None) -> Claim | None:
-        """Atomically take the best ready task: Queued, not-before passed, every parent Complete,
-        highest priority first, then oldest."""
-        rows = self._driver.write(*self._claim_statement(worker_id, lease_seconds, task_types))
+    def claim(self, worker_id: str, lease_seconds: float, task_types: Sequence[str] | None = None, *,
+              model: str | None = None, affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT) -> Claim | None:
+        """Atomically take the best ready task: Queued, not-before and start_by honoured, every parent
+        Complete, not paused, its project under its running limit; highest priority first, then oldest.
+
+        Model affinity: a worker holding `model` takes, within the first ready task's priority, the oldest
+        task for that model (else one needing no model) before an older task for another model, unless
+        that first task has waited `affinity_max_wait` seconds or more. 0 (or no model) is strict order."""
+        rows = self._driver.write(*self._claim_statement(worker_id, lease_seconds, task_types, model,
+                                                         affinity_max_wait))
         return claim_from(rows)
 
-    def _claim_statement(self, worker_id: str, lease_seconds: float,
-                         task_types: Sequence[str] | None) -> tuple[str, dict[str, Any]]:
+    def _claim_statement(self, worker_id: str, lease_seconds: float, task_types: Sequence[str] | None,
+                         model: str | None = None,
+                         affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT) -> tuple[str, dict[str, Any]]:
         types = list(task_types or [])
-        params = {"worker": worker_id, **self.times(lease_seconds=lease_seconds), "types": types or None}
+        max_wait = max(0.0, float(affinity_max_wait))
+        params = {"worker": worker_id, **self.times(lease_seconds=lease_seconds), "types": types or None,
+                  "model": model, "max_wait": max_wait}
+        if self.is_sqlite:
+            params["cutoff"] = iso_now(-max_wait)
         params.update({f"type{i}": t for i, t in enumerate(types)})
         return self.sql.claim_sql(len(types)), params
 
     def complete_and_claim(self, claim: Claim, output_location: str | None, result: dict | None, *,
                            worker_id: str, lease_seconds: float,
-                           task_types: Sequence[str] | None = None) -> tuple[bool, Claim | None]:
+                           task_types: Sequence[str] | None = None, model: str | None = None,
+                           affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT) -> tuple[bool, Claim | None]:
         """Complete `claim` (as complete()) and claim the next ready task. Returns (completed, next claim).
 
         SQLite: both in one write transaction, so a busy worker takes the database's one write lock once
@@ -96,14 +133,15 @@ class TaskStore(Database):
         if not self.is_sqlite or claim.row.get("completes_parent", 1) != 0:
             completed = self.complete(claim, output_location, result)
             try:
-                return completed, self.claim(worker_id, lease_seconds, task_types)
+                return completed, self.claim(worker_id, lease_seconds, task_types, model=model,
+                                             affinity_max_wait=affinity_max_wait)
             except Exception as exc:
                 if is_connection_problem(exc):
                     return completed, None
                 raise
         done, claimed = self._driver.write_sqlite_batch([
             (self.sql.complete, self._complete_params(claim, output_location, result)),
-            self._claim_statement(worker_id, lease_seconds, task_types)])
+            self._claim_statement(worker_id, lease_seconds, task_types, model, affinity_max_wait)])
         return bool(done), claim_from(claimed)
 
     def _complete_params(self, claim: Claim, output_location: str | None, result: dict | None) -> dict[str, Any]:
@@ -205,6 +243,63 @@ class TaskStore(Database):
         """Run one finished task again with changed params, and re-run its descendants (see dag.regenerate)."""
         return dag.regenerate(self, task_id, params_patch)
 
+    # ------------------------------------------------------------------ fleet controls
+    def pause(self, task_type: str | None = None, project_id: str | None = None) -> None:
+        """Stop claims of Queued tasks of this type and/or project (neither: every task). Running tasks
+        finish. Every worker obeys it at its next claim."""
+        with self.begin() as conn:
+            conn.execute(text(self.sql.pause), {**self.times(), "task_type": task_type or "",
+                                                  "project_id": project_id or ""})
+
+    def resume(self, task_type: str | None = None, project_id: str | None = None, *, everything: bool = False) -> int:
+        """Lift the pause of exactly this scope (or, with everything=True, every pause). Returns how many
+        scopes were lifted."""
+        with self.begin() as conn:
+            if everything:
+                return conn.execute(text(self.sql.resume_all)).rowcount
+            return conn.execute(text(self.sql.resume), {"task_type": task_type or "",
+                                                          "project_id": project_id or ""}).rowcount
+
+    def paused_scopes(self) -> list[dict[str, Any]]:
+        """Paused scopes; None in task_type / project_id means every type / project."""
+        with self.read() as conn:
+            return [{"task_type": r[0] or None, "project_id": r[1] or None, "paused_at": r[2]}
+                    for r in conn.execute(text(self.sql.paused_scopes))]
+
+    def prioritize(self, task_id: str, priority: int) -> None:
+        """Change a Queued task's priority (higher runs first)."""
+        with self.begin() as conn:
+            if conn.execute(text(self.sql.prioritize), {**self.times(), "id": task_id,
+                                                          "priority": int(priority)}).rowcount == 1:
+                return
+            row = conn.execute(text(self.sql.status_of), {"id": task_id}).first()
+        if row is None:
+            raise StoreError(f"no task with id {task_id}")
+        raise StoreError(f"task {task_id} is {row[0]}: only a Queued task's priority can change")
+
+    def set_project_limit(self, project_id: str, max_running: int | None) -> None:
+        """At most max_running tasks of the project In Progress at once (None: unlimited again)."""
+        with self.begin() as conn:
+            if max_running is None:
+                conn.execute(text(self.sql.drop_project_limit), {"project_id": project_id})
+            else:
+                if int(max_running) < 0:
+                    raise StoreError("a project's running limit cannot be negative")
+                conn.execute(text(self.sql.set_project_limit), {"project_id": project_id,
+                                                                  "max_running": int(max_running)})
+
+    def project_limits(self) -> dict[str, int]:
+        with self.read() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(text(self.sql.project_limits))}
+
+    def record_model_names(self) -> None:
+        """Write the model catalog's names and aliases (this process's catalog file included) for the
+        trigger that fills `model` on direct SQL inserts."""
+        pairs = task_model.name_pairs()
+        with self.begin() as conn:
+            for name, model in pairs.items():
+                conn.execute(text(self.sql.model_name_put), {"name": name, "model": model})
+
     # ------------------------------------------------------------------ reading
     def get(self, task_id: str) -> dict[str, Any] | None:
         with self.read() as conn:
@@ -254,6 +349,11 @@ class TaskStore(Database):
         with self.begin() as conn:
             conn.execute(text(self.sql.worker_upsert), {**self.times(), "id": worker_id, "host": host,
                                                           "pid": pid, "version": version})
+
+    def worker_model(self, worker_id: str, model: str | None) -> None:
+        """Record the model the worker holds (what it will claim first)."""
+        with self.begin() as conn:
+            conn.execute(text(self.sql.worker_model), {"id": worker_id, "model": model})
 
     def worker_seen(self, worker_id: str, task_id: str | None, status: str = "running") -> None:
         with self.begin() as conn:
