@@ -108,3 +108,37 @@ def test_preview_runs_before_a_queued_final(sqlite_url, tmp_path, inputs, tiny_m
     assert preview_render["priority"] > final_clip["priority"]
     assert str(preview_render["generation_processed_at"]) <= str(final_clip["generation_started_at"])
     store.close()
+
+
+def status_json(db_url: str, task_id: str) -> dict:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "add_task.py"), "--db", db_url, "status", task_id, "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["storyboard"]
+
+
+def test_status_json_shows_the_storyboard_state(db_url, tmp_path, inputs, tiny_models):
+    store = TaskStore(db_url)
+    (inputs / "chelsea.png").write_bytes(b"not a png")
+    two = {**doc(inputs), "timeline": doc(inputs)["timeline"][:2], "textLayers": [], "audioLayers": []}
+    sb = store.add_task("storyboard", two)
+    clips = [child_task_id(sb, f"clip-{i:03d}") for i in range(2)]
+    before = status_json(db_url, sb)  # readable before any worker ran: nothing generated yet
+    assert before["status"] == "Queued" and before["renderTask"] is None
+    assert [(c["clipId"], c["status"], c["jobId"]) for c in before["timeline"]] == [
+        ("c0", "pending", clips[0]), ("c1", "pending", clips[1])]
+
+    run(db_url, tmp_path, inputs, "a")
+    state = status_json(db_url, sb)
+    c0, c1 = state["timeline"]
+    row0 = store.get(clips[0])
+    assert c0["status"] == "completed" and c0["jobId"] == clips[0] and c0["errorMessage"] is None
+    assert c0["cacheKey"] == result(row0)["cache_key"] and len(c0["cacheKey"]) == 64
+    assert c0["sourceFile"] == row0["output_location"]
+    assert c1["status"] == "failed" and "chelsea.png" in c1["errorMessage"] and c1["sourceFile"] is None
+    assert state["status"] == "Failed" and state["renderTask"]["status"] == "Failed"
+    assert state["projectId"] == "sb-test"
+    store.close()
