@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
 from source.settings import DEFAULT_DB_URL, SettingsError, settings  # noqa: E402
-from source.store.sql import TERMINAL  # noqa: E402
 from source.store.task_store import StoreError, TaskStore, parse_params  # noqa: E402
 from source.task_context import InvalidInput  # noqa: E402
+from source.task_status import TERMINAL, TaskStatus  # noqa: E402
 
 COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate")
 
@@ -173,7 +173,7 @@ def cmd_watch(args: argparse.Namespace, store: TaskStore) -> int:
                 break
             time.sleep(args.interval)
     print(f"{task['status']}: {task.get('output_location') or task.get('error_message') or ''}")
-    return 0 if task["status"] == "Complete" else 1
+    return 0 if task["status"] == TaskStatus.COMPLETE else 1
 
 
 def cmd_simple(args: argparse.Namespace, store: TaskStore) -> int:
@@ -182,8 +182,8 @@ def cmd_simple(args: argparse.Namespace, store: TaskStore) -> int:
         print(f"re-queued {len(ids)} task(s): {' '.join(ids)}")
     elif args.command == "cancel":
         status = store.request_cancel(args.id)
-        print("cancelled" if status == "Cancelled" else
-              "cancel requested; the running task stops within seconds" if status == "In Progress" else
+        print("cancelled" if status == TaskStatus.CANCELLED else
+              "cancel requested; the running task stops within seconds" if status == TaskStatus.IN_PROGRESS else
               f"task is already {status}")
     elif args.command == "regenerate":
         patch = load_params(args.params)

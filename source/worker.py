@@ -29,6 +29,7 @@ from source.store.task_store import Claim, TaskStore
 from source.store.wakeup import Waker, make_waker
 from source.task_context import HandlerResult, TaskContext
 from source.task_limits import clip, excerpt, read_params
+from source.task_status import TaskStatus
 
 
 @dataclass
@@ -246,13 +247,14 @@ class Worker:
         """Anything that could still become ready for us: tasks in progress anywhere (they may unblock
         children), or Queued tasks of our types (waiting on parents or a retry delay)."""
         counts = self.store.count_by_status()
-        if counts.get("In Progress"):
+        if counts.get(TaskStatus.IN_PROGRESS):
             return True
-        if not counts.get("Queued"):
+        if not counts.get(TaskStatus.QUEUED):
             return False
         if not self.config.task_types:
             return True
-        return any(self.store.list_tasks(status="Queued", task_type=t, limit=1) for t in self.config.task_types)
+        return any(self.store.list_tasks(status=TaskStatus.QUEUED, task_type=t, limit=1)
+                   for t in self.config.task_types)
 
     def _db(self, fn, what: str, retry_for: float | None = None, interruptible: bool = False):
         """Database calls of the worker survive outages: retry with backoff, logging each wait. An

@@ -15,7 +15,6 @@ else libx264; `$HEADLESS_VIDEO_ENCODER=libx264` forces the CPU. The choice is in
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -30,6 +29,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from source.errors import InvalidInput
+from source.settings import settings
 
 log = logging.getLogger("headless.media")
 
@@ -85,7 +85,7 @@ def choose_encoder(width: int, height: int, prefer: str = "auto") -> tuple[str, 
     """(codec, note). prefer: auto -> h264_nvenc when listed and it opens at this size, else libx264;
     a codec name -> that codec (libx264 when it cannot open, with the reason in the note)."""
     if prefer == "auto":
-        prefer = (os.environ.get(ENCODER_ENV) or "auto").strip().lower()
+        prefer = settings().video_encoder
         if prefer not in ("auto", CPU_ENCODER, GPU_ENCODER):
             # operator configuration, not task input: a typo must not fail every video, so say so and go on
             log.warning("$%s=%r is not auto, %s or %s; using auto", ENCODER_ENV, prefer, CPU_ENCODER, GPU_ENCODER)

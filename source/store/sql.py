@@ -7,6 +7,11 @@ the claim (SQLite: one UPDATE ... RETURNING inside BEGIN IMMEDIATE; PostgreSQL: 
 
 Every state change is guarded by the expected status, worker and attempt (`:id`, `:worker`, `:attempt`),
 so a late or duplicate actor changes nothing.
+
+No other module writes SQL text (tests/test_architecture.py checks). The statements are grouped as the
+store's modules use them: connection set-up, schema and migration, claim and lifecycle, the task graph
+(inserting, propagation, retry/regenerate/cancel, the sweep), reading, cache, workers. Status words in
+the SQL text are the values of source.task_status.TaskStatus.
 """
 
 from __future__ import annotations
@@ -14,14 +19,57 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-QUEUED, IN_PROGRESS, COMPLETE, FAILED, CANCELLED = "Queued", "In Progress", "Complete", "Failed", "Cancelled"
-TERMINAL = (COMPLETE, FAILED, CANCELLED)
+from source.task_status import TaskStatus
+
 NOTIFY_CHANNEL = "headless_tasks"
-SCHEMA_VERSION = 2  # 2: PostgreSQL claim function (headless_claim)
+SCHEMA_VERSION = 3  # 2: PostgreSQL claim function (headless_claim); 3: CHECKs on status and self-dependency
+
+# -- connection set-up ---------------------------------------------------------------------------
+# SQLite, on every new connection: WAL (readers never block the writer), durable enough for a queue,
+# waits for the write lock instead of failing, and a 64 MiB page cache so the hot indexes stay in memory.
+SQLITE_CONNECT_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA cache_size=-65536",
+)
+SQLITE_BEGIN = {"IMMEDIATE": "BEGIN IMMEDIATE", "DEFERRED": "BEGIN DEFERRED"}
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+SQLITE_DATA_VERSION = "PRAGMA data_version"  # changes whenever another connection commits
+LISTEN = f"LISTEN {NOTIFY_CHANNEL}"
 
 # What a claim returns: what the worker needs to run the task and to guard its later writes.
 CLAIM_COLUMNS = ("id", "task_type", "params", "attempts", "worker_id", "max_attempts", "project_id", "priority",
                  "timeout_seconds", "parent_task_id", "completes_parent")
+
+# What an insert names (created_at/updated_at are added per dialect); the rest take their defaults.
+INSERT_COLUMNS = ("id", "task_type", "params", "status", "dependant_on", "project_id", "priority", "max_attempts",
+                  "timeout_seconds", "parent_task_id", "completes_parent")
+LIST_FILTERS = ("status", "task_type", "project_id", "parent_task_id")
+
+# Rows that could never run are refused where the database can: an unknown status word (e.g. 'Pending',
+# 'queued') and a task that depends on itself. New tables have these CHECKs. A PostgreSQL table made
+# earlier gets the status CHECK NOT VALID: old rows stay, for the sweep to end (setting a known status,
+# which passes the check); new writes are checked. Not the self-dependency CHECK: NOT VALID still checks
+# every UPDATE of an old row, and a self-dependent row keeps its dependant_on, so even ending it would
+# fail. The edges table's rows are never updated, so its CHECK is added NOT VALID too. SQLite cannot add
+# a CHECK to an existing table: there the sweep alone ends such rows.
+STATUS_WORDS = ", ".join(f"'{s.value}'" for s in TaskStatus)
+_TASK_CHECKS = (
+    ("tasks", "tasks_status_known", f"CHECK (status IN ({STATUS_WORDS}))"),
+    ("tasks", "tasks_not_own_parent", "CHECK (dependant_on <> id)"),
+)
+_TASK_CHECKS_SQL = ",\n    ".join(f"CONSTRAINT {name} {check}" for _table, name, check in _TASK_CHECKS)
+_PG_ADD_CHECKS = [
+    f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{name}' AND conrelid = '{table}'::regclass) THEN
+            ALTER TABLE {table} ADD CONSTRAINT {name} {check} NOT VALID;
+        END IF;
+    END $$"""
+    for table, name, check in (
+        _TASK_CHECKS[0], ("task_dependencies", "task_dependencies_not_own_parent", "CHECK (task_id <> depends_on)"))
+]
 
 # The seed's 11 columns come first; a table made by the seed worker is migrated by adding the rest.
 _SEED_TABLE_SQLITE = """
@@ -36,7 +84,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at TEXT NULL,
     generation_started_at TEXT NULL,
     generation_processed_at TEXT NULL,
-    project_id TEXT NULL
+    project_id TEXT NULL,
+    {constraints}
 )"""
 
 _SEED_TABLE_POSTGRES = """
@@ -51,7 +100,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at TIMESTAMPTZ NULL,
     generation_started_at TIMESTAMPTZ NULL,
     generation_processed_at TIMESTAMPTZ NULL,
-    project_id TEXT NULL
+    project_id TEXT NULL,
+    {constraints}
 )"""
 
 
@@ -83,7 +133,8 @@ def _other_tables(ts: str, now_default: str) -> list[str]:
         """CREATE TABLE IF NOT EXISTS task_dependencies (
             task_id TEXT NOT NULL,
             depends_on TEXT NOT NULL,
-            PRIMARY KEY (task_id, depends_on)
+            PRIMARY KEY (task_id, depends_on),
+            CONSTRAINT task_dependencies_not_own_parent CHECK (task_id <> depends_on)
         )""",
         f"""CREATE TABLE IF NOT EXISTS workers (
             id TEXT PRIMARY KEY,
@@ -138,6 +189,7 @@ class Dialect:
     now: str  # SQL for the current time
     lease_until: str  # SQL for now + :lease_seconds
     not_before_at: str  # SQL for now + :delay_seconds
+    row_now: str  # SQL for the current time of one inserted row
     seed_table: str
     extra_columns: list[tuple[str, str]]
     other_tables: list[str]
@@ -180,7 +232,8 @@ SQLITE = Dialect(
     now=":now",
     lease_until=":lease_until",
     not_before_at=":not_before_at",
-    seed_table=_SEED_TABLE_SQLITE,
+    row_now=":now",
+    seed_table=_SEED_TABLE_SQLITE.replace("{constraints}", _TASK_CHECKS_SQL),
     extra_columns=_extra_columns("TEXT", "TEXT"),
     other_tables=_other_tables("TEXT", "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')"),
     indexes=_INDEXES,
@@ -246,11 +299,12 @@ POSTGRES = Dialect(
     now="now()",
     lease_until=_PG_LEASE,
     not_before_at="now() + make_interval(secs => CAST(:delay_seconds AS double precision))",
-    seed_table=_SEED_TABLE_POSTGRES,
+    row_now="clock_timestamp()",
+    seed_table=_SEED_TABLE_POSTGRES.replace("{constraints}", _TASK_CHECKS_SQL),
     extra_columns=_extra_columns("TIMESTAMPTZ", "JSONB"),
     other_tables=_other_tables("TIMESTAMPTZ", "now()"),
     indexes=_INDEXES,
-    triggers=_POSTGRES_NOTIFY + [_PG_CLAIM_FUNCTION],
+    triggers=_POSTGRES_NOTIFY + [_PG_CLAIM_FUNCTION] + _PG_ADD_CHECKS,
     add_column="ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {name} {ddl}",
     claim_template=(
         "SELECT " + ", ".join(CLAIM_COLUMNS) + " FROM headless_claim(:worker,"
@@ -260,11 +314,48 @@ POSTGRES = Dialect(
 
 
 class Statements:
-    """The guarded statements, written once with the dialect's time expressions."""
+    """Every statement of the task store, written once with the dialect's time expressions.
+
+    Parameters are named (`:id`, `:worker`, ...); time parameters come from Database.times()."""
 
     def __init__(self, d: Dialect) -> None:
         now, lease_until, not_before_at = d.now, d.lease_until, d.not_before_at
         owned = "id = :id AND status = 'In Progress' AND worker_id = :worker AND attempts = :attempt"
+
+        # -- schema and migration (source/store/schema.py) ------------------------------------------
+        self.schema_version = "SELECT version FROM headless_schema WHERE name = 'tasks'"
+        self.forget_schema_version = "DELETE FROM headless_schema WHERE name = 'tasks'"
+        self.record_schema_version = "INSERT INTO headless_schema (name, version) VALUES ('tasks', :version)"
+        if d.name == "sqlite":
+            self.columns_of_tasks = "SELECT name FROM pragma_table_info('tasks')"
+            self.migration_lock = None  # BEGIN IMMEDIATE already admits one writer
+        else:
+            self.columns_of_tasks = ("SELECT column_name FROM information_schema.columns"
+                                     " WHERE table_name = 'tasks' AND table_schema = current_schema()")
+            self.migration_lock = "SELECT pg_advisory_xact_lock(7418806245)"  # one migrator across machines
+        self.rename_depends_on = "ALTER TABLE tasks RENAME COLUMN depends_on TO dependant_on"
+        self.create_seed_table = d.seed_table
+        self.add_columns = [(name, d.add_column.format(name=name, ddl=ddl)) for name, ddl in d.extra_columns]
+        self.other_ddl = d.other_tables + d.indexes + d.triggers
+        # Seed rows left In Progress have no lease: give them one, so they are reclaimed, not stranded.
+        self.lease_unleased_in_progress = (
+            f"UPDATE tasks SET lease_expires_at = {lease_until}"
+            " WHERE status = 'In Progress' AND lease_expires_at IS NULL"
+        )
+
+        # -- inserting (source/store/dag.py) --------------------------------------------------------
+        # created_at per row: PostgreSQL's now() is one value per transaction and would scramble the order.
+        values = ", ".join(f":{c}" for c in INSERT_COLUMNS)
+        self.insert_task = (
+            f"INSERT INTO tasks ({', '.join(INSERT_COLUMNS)}, created_at, updated_at)"
+            f" VALUES ({values}, {d.row_now}, {d.row_now})"
+        )
+        self.insert_task_if_absent = self.insert_task + " ON CONFLICT (id) DO NOTHING"
+        self.insert_edge = "INSERT INTO task_dependencies (task_id, depends_on) VALUES (:task_id, :depends_on)"
+        self.insert_edge_if_absent = self.insert_edge + " ON CONFLICT DO NOTHING"
+        self.task_exists = "SELECT 1 FROM tasks WHERE id = :id"
+
+        # -- claim and lifecycle (source/store/task_store.py) ---------------------------------------
         self.claim_sql = functools.lru_cache(maxsize=16)(d.claim_sql)  # built once per type count
 
         self.heartbeat = (
@@ -314,6 +405,10 @@ class Statements:
             f" WHERE id = :id AND status = 'In Progress' AND attempts = :attempt AND lease_expires_at < {now}"
             f" RETURNING parent_task_id"
         )
+        # The orchestrator chain above a completing child: climb while each link completes its parent.
+        self.parent_link = "SELECT parent_task_id, completes_parent, status FROM tasks WHERE id = :id"
+
+        # -- the task graph: fan-in, propagation, cancel, retry, regenerate (source/store/dag.py) -----
         # Orchestrator fan-in: complete/fail the waiting parent (guarded on it still waiting).
         self.complete_parent = (
             f"UPDATE tasks SET status = 'Complete', output_location = :output_location, result = :result,"
@@ -330,6 +425,12 @@ class Statements:
             f"UPDATE tasks SET status = :status, error_message = :message, updated_at = {now},"
             f" generation_processed_at = {now} WHERE id = :id AND status = 'Queued' RETURNING parent_task_id"
         )
+        self.task_type_of = "SELECT task_type FROM tasks WHERE id = :id"
+        self.status_of = "SELECT status FROM tasks WHERE id = :id"
+        self.child_outcome = "SELECT status, output_location, result, error_message FROM tasks WHERE id = :id"
+        self.cancel_target = "SELECT status, task_type, parent_task_id, awaiting_children FROM tasks WHERE id = :id"
+        self.retry_target = "SELECT status, parent_task_id FROM tasks WHERE id = :id"
+        self.regenerate_target = "SELECT status, params, parent_task_id FROM tasks WHERE id = :id"
         self.children_by_dependant_on = "SELECT id FROM tasks WHERE dependant_on = :id"
         self.children_by_edges = "SELECT task_id FROM task_dependencies WHERE depends_on = :id"
         self.child_tasks = "SELECT id, status FROM tasks WHERE parent_task_id = :id"
@@ -367,6 +468,7 @@ class Statements:
             f" worker_id = NULL, lease_expires_at = NULL, progress = NULL, progress_message = NULL,"
             f" result = NULL, updated_at = {now} WHERE id = :id AND status IN ('Complete', 'Failed', 'Cancelled')"
         )
+        # -- the sweep: Queued rows that can never run (source/store/dag.py) -------------------------
         # Queued rows whose parent does not exist would wait forever: end them with a clear error.
         self.orphans = (
             "SELECT t.id, t.dependant_on FROM tasks t LEFT JOIN tasks p ON p.id = t.dependant_on"
@@ -381,15 +483,32 @@ class Statements:
             "SELECT t.id, p.id AS parent, p.status AS parent_status FROM tasks t JOIN tasks p ON p.id = t.dependant_on"
             " WHERE t.status = 'Queued' AND p.status IN ('Failed', 'Cancelled') LIMIT 100"
         )
+        # Rows with a status word no worker knows ('Pending', 'queued'): nothing would ever pick them up.
+        self.unknown_status = f"SELECT id, status FROM tasks WHERE status NOT IN ({STATUS_WORDS}) LIMIT 100"
+        self.end_unknown_status = (
+            f"UPDATE tasks SET status = 'Failed', error_message = :message, lease_expires_at = NULL,"
+            f" updated_at = {now}, generation_processed_at = {now} WHERE id = :id AND status = :old_status"
+            f" RETURNING parent_task_id"
+        )
+        # Queued rows waiting on Queued rows: the graph the sweep searches for cycles (walked in Python).
+        self.waiting_edges = (
+            "SELECT t.id, t.dependant_on FROM tasks t JOIN tasks p ON p.id = t.dependant_on"
+            " WHERE t.status = 'Queued' AND p.status = 'Queued'"
+            " UNION ALL SELECT d.task_id, d.depends_on FROM task_dependencies d JOIN tasks t ON t.id = d.task_id"
+            " JOIN tasks q ON q.id = d.depends_on WHERE t.status = 'Queued' AND q.status = 'Queued'"
+        )
         self.stranded_edges = (
             "SELECT t.id, q.id AS parent, q.status AS parent_status FROM task_dependencies d"
             " JOIN tasks t ON t.id = d.task_id JOIN tasks q ON q.id = d.depends_on"
             " WHERE t.status = 'Queued' AND q.status IN ('Failed', 'Cancelled') LIMIT 100"
         )
+        # -- reading ------------------------------------------------------------------------------
         self.get = "SELECT * FROM tasks WHERE id = :id"
+        self.count_by_status = "SELECT status, COUNT(*) FROM tasks GROUP BY status"
         self.dependencies_of = "SELECT depends_on FROM task_dependencies WHERE task_id = :id"
         self.output_of = "SELECT output_location FROM tasks WHERE id = :id AND status = 'Complete'"
-        self.insert_edge = "INSERT INTO task_dependencies (task_id, depends_on) VALUES (:task_id, :depends_on)"
+
+        # -- output cache -------------------------------------------------------------------------
         self.cache_get = "SELECT output_location FROM output_cache WHERE cache_key = :key"
         self.cache_delete = "DELETE FROM output_cache WHERE cache_key = :key"
         self.cache_put = (
@@ -398,6 +517,8 @@ class Statements:
             " ON CONFLICT (cache_key) DO UPDATE SET output_location = excluded.output_location,"
             " task_id = excluded.task_id"
         )
+
+        # -- workers --------------------------------------------------------------------------------
         self.worker_upsert = (
             "INSERT INTO workers (id, host, pid, started_at, last_seen_at, current_task_id, version, status)"
             f" VALUES (:id, :host, :pid, {now}, {now}, NULL, :version, 'running')"
@@ -409,6 +530,18 @@ class Statements:
             f"UPDATE workers SET last_seen_at = {now}, current_task_id = :task_id, status = :status WHERE id = :id"
         )
         self.notify = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')" if d.name == "postgresql" else None
+
+
+
+    @staticmethod
+    @functools.lru_cache(maxsize=32)
+    def list_tasks(filters: tuple[str, ...]) -> str:
+        """Newest first, filtered by equality on the named columns (each a `:column` parameter)."""
+        unknown = set(filters) - set(LIST_FILTERS)
+        if unknown:  # column names become SQL text: only these few ever may
+            raise ValueError(f"cannot filter tasks by {sorted(unknown)}")
+        clause = (" WHERE " + " AND ".join(f"{c} = :{c}" for c in filters)) if filters else ""
+        return f"SELECT * FROM tasks{clause} ORDER BY created_at DESC, id LIMIT :limit"
 
 
 def dialect_for(url: str) -> Dialect:

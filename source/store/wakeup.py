@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 
 import sqlalchemy as sa
 
-from source.store.sql import NOTIFY_CHANNEL
+from source.store import sql as q
 
 
 class Waker(ABC):
@@ -36,7 +36,7 @@ class SqliteWaker(Waker):
         self._version = self._read()
 
     def _read(self) -> int:
-        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return self._conn.execute(q.SQLITE_DATA_VERSION).fetchone()[0]
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         deadline = time.monotonic() + timeout
@@ -75,7 +75,7 @@ class PostgresWaker(Waker):
         self._next_connect = time.monotonic() + self.RECONNECT_EVERY
         try:
             self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
-            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._conn.execute(q.LISTEN)
             self.listening = True
         except Exception as exc:  # LISTEN unavailable: polling still works
             self._close_conn()
