@@ -378,6 +378,7 @@ def build_timeline(layout: ExplainerLayout, slides: dict[str, str],
     timeline = Timeline.model_validate({**draft.model_dump(), "audio": [a.model_dump() for a in audio]})
     report = {"fps": fps, "width": layout.width, "height": layout.height, "total_frames": timeline.total_frames,
               "duration": round(timeline.duration, 4),
-              "crossfade": round(draft.frames(fade) / fps, 4), "crossfade_requested": fade, "lead": layout.lead, "tail": layout.tail,
+              "crossfade": round(draft.frames(fade) / fps, 4), "crossfade_requested": fade,
+              "lead": layout.lead, "tail": layout.tail,
               "min_scene_seconds": layout.min_scene_seconds, "scenes": report_scenes}
     return timeline, report
