@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -172,6 +173,37 @@ def test_killed_mid_assembly_reruns_only_the_assembly(db_url, tmp_path, inputs):
     report = json.loads(output_file(store, db_url, result_of(row)["timing_report"]).read_text())
     with av.open(str(output_file(store, db_url, row["output_location"]))) as c:
         assert c.streams.video[0].frames == report["total_frames"]
+    # the killed worker's ffmpeg did not live on (its progress pipe broke), so it wrote nothing after B
+    assert not [p for p in psutil.process_iter(["name", "cmdline"])
+                if (p.info["name"] or "").startswith("ffmpeg") and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    store.close()
+
+
+def test_scenes_with_an_image_and_a_voice_per_scene(sqlite_url, tmp_path, inputs):
+    Image.new("RGB", (96, 64), (220, 20, 20)).save(inputs / "red.png")
+    (inputs / "pics.md").write_text("# Pictures\n\n![A red square](" + str(inputs / "red.png") + ")\n")
+    parsed = scenes_from_markdown((inputs / "pics.md").read_text())
+    assert [s.scene_type for s in parsed] == ["image", "outro"]  # the heading's one scene is its image
+    assert parsed[0].title == "A red square" and parsed[0].narration == "Pictures. A red square."
+    store = TaskStore(sqlite_url)
+    scenes = [{"scene_type": "title", "title": "Colours", "narration": "Colours.", "voice": "en-gb"},
+              {"scene_type": "image", "image": str(inputs / "red.png"), "title": "Red", "narration": "Red."},
+              {"scene_type": "outro"}]
+    orch = store.add_task("explainer_video", {**params(inputs), "document": None, "scenes": scenes})
+    pics = store.add_task("explainer_video", params(inputs, document=str(inputs / "pics.md")))
+    w = worker(sqlite_url, tmp_path, inputs, "w", "--exit-when-idle")
+    assert w.wait(300) == 0, w.stderr_tail()
+    assert store.get(orch)["status"] == "Complete", store.get(orch)["error_message"]
+    assert store.get(pics)["status"] == "Complete", store.get(pics)["error_message"]
+    voices = [result_of(store.get(child_task_id(orch, f"speech-{i:03d}")))["voice"] for i in range(2)]
+    assert voices == ["en-gb", "en-us"]
+    report = result_of(store.get(orch))["timing"]
+    assert [s["scene_type"] for s in report["scenes"]] == ["title", "image", "outro"]
+    assert report["scenes"][2]["speech_task_id"] is None and report["scenes"][2]["duration"] == 1.5
+    slide = np.asarray(Image.open(output_file(store, sqlite_url,
+                                              store.get(report["scenes"][1]["slide_task_id"])["output_location"])))
+    red = (slide[..., 0] > 200) & (slide[..., 1] < 40) & (slide[..., 2] < 40)
+    assert red.sum() > 0.1 * red.size  # the picture is on its slide
     store.close()
 
 
