@@ -246,12 +246,13 @@ def test_stitch_refuses_a_stale_segment(harness, tmp_path):
 
 
 def test_quantise_consistency_with_bridge():
-    from source.generation.bridge import normalise_frames
-    from source.generation.model_catalog import resolve_model
+    from source.generation.bridge import GenerationParams
+    from source.generation.model_catalog import load_catalog
+    from source.generation.request import resolve_request
 
-    spec = resolve_model("tiny-vace")
     for n in (5, 9, 13, 17, 81):
-        assert normalise_frames(quantise_length(n), spec, {}) == quantise_length(n)
+        request = resolve_request(GenerationParams(model="tiny-vace", video_length=quantise_length(n)), load_catalog())
+        assert request.frames == quantise_length(n) and not request.adjustments
 
 
 def test_unknown_model_fails_the_orchestrator(harness):

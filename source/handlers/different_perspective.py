@@ -197,7 +197,7 @@ def depth_guide_frames(input_depth_out: Path, target_depth_out: Path, n: int, wi
 
 @register("dp_final_gen", params_model=DpFinalGenParams)
 def handle_dp_final_gen(params: DpFinalGenParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
     from source.media.images import load_image_rgb, save_png
     from source.media.video_io import VideoWriter, iter_frames
 
@@ -238,7 +238,8 @@ def handle_dp_final_gen(params: DpFinalGenParams, ctx: TaskContext) -> HandlerRe
                 writer.write(black if i == 0 else white)  # black = keep, white = generate
         gen_params["video_mask"] = str(mask_path)
 
-    gen = generate_single_video(ctx, gen_params, output_path=ctx.output_path(".mp4", stem="dp_video"))
+    gen = generate_single_video(ctx, GenerationParams.parse(gen_params),
+                                output_path=ctx.output_path(".mp4", stem="dp_video"))
     last = None
     for last in iter_frames(gen.video_path):
         pass

@@ -26,9 +26,9 @@ class GenerateParams(BaseModel):
 
 @register("generate", "wgp", "t2v", "i2v", "vace", "flf2v", "standard_wgp_task", params_model=GenerateParams)
 def handle_generate(params: GenerateParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
 
-    gen = generate_single_video(ctx, params.model_dump())
+    gen = generate_single_video(ctx, GenerationParams.parse(params.model_dump()))
     try:  # the output cache key, so a storyboard's state (and anyone) can name the cached generation
         cache_key = json.loads(gen.sidecar_path.read_text()).get("cache_key")
     except (OSError, ValueError, AttributeError):

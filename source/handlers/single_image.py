@@ -60,12 +60,12 @@ def generation_params(params: SingleImageParams) -> dict[str, Any]:
 
 @register("single_image", params_model=SingleImageParams)
 def handle_single_image(params: SingleImageParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
     from source.media.images import save_png
     from source.media.video_io import iter_frames
 
     video = ctx.work_dir / "single_image.mp4"
-    gen = generate_single_video(ctx, generation_params(params), output_path=video)
+    gen = generate_single_video(ctx, GenerationParams.parse(generation_params(params)), output_path=video)
     frame = next(iter(iter_frames(gen.video_path)), None)
     if frame is None:
         raise RuntimeError(f"the generated video {gen.video_path.name} has no frames")

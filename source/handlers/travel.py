@@ -231,7 +231,7 @@ def _check_frames(what: str, got: int, planned: int) -> None:
 
 @register(SEGMENT_TYPE, params_model=TravelSegmentParams)
 def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
 
     size = parse_resolution(p.resolution)
     work = ctx.work_dir
@@ -284,7 +284,8 @@ def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerRe
     stem = f"segment{p.segment_index:03d}-{_short_hash(p.model_dump(), previous_location, salt)}"
     final = ctx.output_path(".mp4", stem=stem)
     # without colour matching the generator writes the final file itself (and its sidecar JSON beside it)
-    generated = generate_single_video(ctx, gen, output_path=work / "generated.mp4" if p.colour_match else final)
+    generated = generate_single_video(ctx, GenerationParams.parse(gen),
+                                      output_path=work / "generated.mp4" if p.colour_match else final)
     if generated.frames != p.frames and not p.colour_match:
         final.unlink(missing_ok=True)  # never leave a wrong-length file where a segment output is expected
     _check_frames(f"the generated video of {label}", generated.frames, p.frames)
