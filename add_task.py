@@ -181,7 +181,12 @@ def cmd_status(args: argparse.Namespace, store: TaskStore) -> int:
     if task is None:
         raise CliError(f"no task with id {args.id}")
     if args.json:
-        print(json.dumps(_jsonable(task), indent=2))
+        out = _jsonable(task)
+        if task.get("task_type") == "storyboard":  # the storyboard document as it stands, from its children
+            from source.compose.storyboard import storyboard_state
+
+            out["storyboard"] = storyboard_state(task, store.list_tasks(parent_task_id=task["id"], limit=100000))
+        print(json.dumps(out, indent=2))
         return 0
     fields = ["id", "task_type", "status", "attempts", "max_attempts", "priority", "progress", "progress_message",
               "output_location", "error_message", "worker_id", "depends_on", "parent_task_id", "created_at",

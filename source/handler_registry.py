@@ -44,6 +44,7 @@ HANDLER_MODULES = [
     "source.handlers.compose",
     "source.handlers.narrated_video",
     "source.handlers.storyboard",
+    "source.handlers.explainer",
     "source.handlers.join_clips",
     "source.handlers.inpaint_frames",
     "source.handlers.edit_video",

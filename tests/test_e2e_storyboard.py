@@ -45,6 +45,7 @@ def run(db_url, tmp_path, inputs, tag):
     w = WorkerProcess(db_url, tmp_path / "logs", "--exit-when-idle", "--poll-interval", "0.2", "--input-root",
                       str(inputs), "--output-dir", str(tmp_path / "outputs"), worker_id=tag)
     assert w.wait(300) == 0, w.stderr_tail()
+    return w
 
 
 def result(row) -> dict:
@@ -75,7 +76,8 @@ def test_storyboard_renders_and_regenerates_only_the_changed_clip(db_url, tmp_pa
     store.close()
 
 
-def test_corrupt_clip_fails_alone_and_retry_completes(sqlite_url, tmp_path, inputs, tiny_models):
+def test_corrupt_clip_fails_alone_and_retry_completes(db_url, tmp_path, inputs, tiny_models):
+    sqlite_url = db_url  # both backends
     store = TaskStore(sqlite_url)
     good = (inputs / "chelsea.png").read_bytes()
     (inputs / "chelsea.png").write_bytes(b"not a png")
@@ -83,15 +85,18 @@ def test_corrupt_clip_fails_alone_and_retry_completes(sqlite_url, tmp_path, inpu
     run(sqlite_url, tmp_path, inputs, "a")
     clips = [child_task_id(sb, f"clip-{i:03d}") for i in range(3)]
     render_id = child_task_id(sb, "render")
-    # the store ends an orchestrator's still-queued children when one fails: clip 2 is Cancelled, not run
-    assert [store.get(c)["status"] for c in clips] == ["Complete", "Failed", "Cancelled"]
+    # the failed clip fails only itself and the render: clip 2, independent of it, still ran
+    assert [store.get(c)["status"] for c in clips] == ["Complete", "Failed", "Complete"]
     assert "chelsea.png" in store.get(clips[1])["error_message"]
-    assert store.get(render_id)["status"] == "Failed" and store.get(sb)["status"] == "Failed"
+    render, orch = store.get(render_id), store.get(sb)
+    assert render["status"] == "Failed" and clips[1] in render["error_message"]
+    assert orch["status"] == "Failed" and clips[1] in orch["error_message"] and "chelsea.png" in orch["error_message"]
     (inputs / "chelsea.png").write_bytes(good)
-    assert set(store.retry(clips[1])) == {clips[1], clips[2], render_id}
-    run(sqlite_url, tmp_path, inputs, "b")
+    assert set(store.retry(clips[1])) == {clips[1], render_id}
+    b = run(sqlite_url, tmp_path, inputs, "b")
     assert store.get(sb)["status"] == "Complete"
     assert result(store.get(clips[0]))["cache_hit"] is False  # not redone: still the first run's result
+    assert {e["task_id"] for e in b.events("task_claimed")} == {clips[1], render_id}  # only these re-ran
     store.close()
 
 
@@ -107,4 +112,38 @@ def test_preview_runs_before_a_queued_final(sqlite_url, tmp_path, inputs, tiny_m
     preview_render = store.get(child_task_id(preview, "render"))
     assert preview_render["priority"] > final_clip["priority"]
     assert str(preview_render["generation_processed_at"]) <= str(final_clip["generation_started_at"])
+    store.close()
+
+
+def status_json(db_url: str, task_id: str) -> dict:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "add_task.py"), "--db", db_url, "status", task_id, "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["storyboard"]
+
+
+def test_status_json_shows_the_storyboard_state(db_url, tmp_path, inputs, tiny_models):
+    store = TaskStore(db_url)
+    (inputs / "chelsea.png").write_bytes(b"not a png")
+    two = {**doc(inputs), "timeline": doc(inputs)["timeline"][:2], "textLayers": [], "audioLayers": []}
+    sb = store.add_task("storyboard", two)
+    clips = [child_task_id(sb, f"clip-{i:03d}") for i in range(2)]
+    before = status_json(db_url, sb)  # readable before any worker ran: nothing generated yet
+    assert before["status"] == "Queued" and before["renderTask"] is None
+    assert [(c["clipId"], c["status"], c["jobId"]) for c in before["timeline"]] == [
+        ("c0", "pending", clips[0]), ("c1", "pending", clips[1])]
+
+    run(db_url, tmp_path, inputs, "a")
+    state = status_json(db_url, sb)
+    c0, c1 = state["timeline"]
+    row0 = store.get(clips[0])
+    assert c0["status"] == "completed" and c0["jobId"] == clips[0] and c0["errorMessage"] is None
+    assert c0["cacheKey"] == result(row0)["cache_key"] and len(c0["cacheKey"]) == 64
+    assert c0["sourceFile"] == row0["output_location"]
+    assert c1["status"] == "failed" and "chelsea.png" in c1["errorMessage"] and c1["sourceFile"] is None
+    assert state["status"] == "Failed" and state["renderTask"]["status"] == "Failed"
+    assert state["projectId"] == "sb-test"
     store.close()

@@ -155,3 +155,70 @@ def storyboard_timeline(doc: Storyboard, sources: dict[str, str] | None = None, 
     return Timeline(width=w, height=h, fps=out.fps, clips=clips, texts=texts, audio=audio, output=output,
                     fade_in=first.duration if first and first.type == "fade" else 0.0,
                     fade_out=last.duration if last and last.type == "fade" else 0.0)
+
+
+# -- the live storyboard state (add_task.py status --json; the HTTP API later) ---------------------
+def clip_key(index: int) -> str:
+    """The orchestrator's child key of clip `index`'s generation (its task id is child_task_id(parent, key))."""
+    return f"clip-{index:03d}"
+
+
+RENDER_KEY = "render"
+_CLIP_STATUS = {"Queued": "queued", "In Progress": "generating", "Complete": "completed", "Failed": "failed",
+                "Cancelled": "cancelled"}
+
+
+def _json(value) -> dict:
+    import json
+
+    if isinstance(value, dict):
+        return value
+    try:
+        out = json.loads(value) if value else {}
+    except (TypeError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def storyboard_state(task: dict, children: list[dict]) -> dict:
+    """The storyboard document as it stands now, from the orchestrator row and its children's rows (what
+    the store's public reads return): per clip `status`, `jobId` (the generation task), `cacheKey`,
+    `errorMessage` and `sourceFile`, plus the render's state. Pure: callers read the rows, this only derives.
+    A clip given with a `sourceFile` is not generated (status `provided`)."""
+    from source.task_context import child_task_id
+
+    tid = task["id"]
+    params = _json(task.get("params"))
+    try:
+        doc = Storyboard.model_validate(params)
+    except ValueError as exc:
+        return {"taskId": tid, "status": task.get("status"), "error": f"not a readable storyboard: {exc}"[:500]}
+    by_id = {c["id"]: c for c in children}
+    clips = []
+    for i, clip in enumerate(doc.timeline):
+        entry = {"clipId": clip.clipId, "status": "pending", "jobId": None, "cacheKey": clip.cacheKey,
+                 "errorMessage": None, "sourceFile": clip.sourceFile}
+        if clip.sourceFile:
+            entry["status"] = "provided"
+        else:
+            job = child_task_id(tid, clip_key(i))
+            entry["jobId"] = job
+            row = by_id.get(job)
+            if row is not None:
+                result = _json(row.get("result"))
+                entry.update(status=_CLIP_STATUS.get(row.get("status"), str(row.get("status")).lower()),
+                             cacheKey=result.get("cache_key") or clip.cacheKey,
+                             errorMessage=row.get("error_message"),
+                             sourceFile=row.get("output_location") if row.get("status") == "Complete" else None,
+                             attempts=row.get("attempts"), cacheHit=result.get("cache_hit"))
+            elif task.get("status") in ("Failed", "Cancelled"):
+                entry["status"] = "not started"
+        clips.append(entry)
+    render_row = by_id.get(child_task_id(tid, RENDER_KEY))
+    render = None
+    if render_row is not None:
+        render = {"jobId": render_row["id"], "status": render_row.get("status"),
+                  "errorMessage": render_row.get("error_message"), "output": render_row.get("output_location")}
+    return {"version": "1.2", "projectId": doc.projectId, "taskId": tid, "render": doc.render,
+            "status": task.get("status"), "errorMessage": task.get("error_message"),
+            "output": task.get("output_location"), "renderTask": render, "timeline": clips}

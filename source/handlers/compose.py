@@ -2,8 +2,10 @@
 (+ AAC when there is audio) and a PNG poster; the result and a JSON sidecar beside the video record the
 render (frames, duration, encoder, adjustments, caption timings).
 
-Params carry either a ready `timeline`, or a `narrated` layout (source/compose/narrated.py) that becomes a
-timeline here, once its speech tasks' durations and word timings can be read from their outputs.
+Params carry either a ready `timeline`, or a `narrated` layout (source/compose/narrated.py) or an `explainer`
+layout (source/compose/explainer.py) that becomes a timeline here, once its speech tasks' durations and word
+timings can be read from their outputs; an explainer also gets its timing report (`timing_<id>.json`) beside
+the video.
 Source references are paths/URLs (resolved as untrusted input) or `task:<id>` (another task's output).
 """
 
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from source.compose.explainer import ExplainerLayout
+from source.compose.explainer import build_timeline as explainer_timeline
 from source.compose.narrated import NarratedLayout, build_timeline
 from source.compose.render import render, write_sidecar
 from source.compose.timeline import Timeline
@@ -27,12 +31,13 @@ class ComposeParams(BaseModel):
 
     timeline: Timeline | None = None
     narrated: NarratedLayout | None = None
+    explainer: ExplainerLayout | None = None
     orchestrator_task_id: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ComposeParams:
-        if (self.timeline is None) == (self.narrated is None):
-            raise ValueError("give exactly one of `timeline` or `narrated`")
+        if sum(x is not None for x in (self.timeline, self.narrated, self.explainer)) != 1:
+            raise ValueError("give exactly one of `timeline`, `narrated` or `explainer`")
         return self
 
 
@@ -57,11 +62,23 @@ def _narrated_timeline(layout: NarratedLayout, ctx: TaskContext) -> tuple[Timeli
     return build_timeline(layout, speech)
 
 
+def _explainer_timeline(layout: ExplainerLayout, ctx: TaskContext) -> tuple[Timeline, dict]:
+    from source.handlers.speech import read_speech
+
+    speech = {s.speech_task_id: (TASK_REF + s.speech_task_id, read_speech(ctx.output_of(s.speech_task_id)))
+              for s in layout.scenes if s.speech_task_id}
+    slides = {s.slide_task_id: TASK_REF + s.slide_task_id for s in layout.scenes}
+    return explainer_timeline(layout, slides, speech)
+
+
 @register("compose", params_model=ComposeParams)
 def handle_compose(p: ComposeParams, ctx: TaskContext) -> HandlerResult:
     report: dict = {}
     if p.narrated is not None:
         timeline, report = _narrated_timeline(p.narrated, ctx)
+    elif p.explainer is not None:
+        timeline, timing = _explainer_timeline(p.explainer, ctx)
+        report = {"timing": timing}
     else:
         timeline = p.timeline
     assert timeline is not None
@@ -73,6 +90,10 @@ def handle_compose(p: ComposeParams, ctx: TaskContext) -> HandlerResult:
                     progress=lambda f: ctx.progress(f, "rendering"), log=ctx.log)
     record = result.to_json()
     record.update({"video": ctx.location_for(video), "poster": ctx.location_for(poster), **report})
+    if "timing" in report:  # the explainer's timing report, as its own file beside the video
+        timing_file = ctx.output_path(".json", stem="timing")
+        write_sidecar(timing_file, {**report["timing"], "video": record["video"], "frames": result.frames})
+        record["timing_report"] = ctx.location_for(timing_file)
     write_sidecar(video.with_suffix(".json"), record)
     if result.adjustments:
         ctx.log("compose_adjusted", adjustments=result.adjustments)

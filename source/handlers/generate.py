@@ -10,6 +10,8 @@ generation, and the task type its migration gave rows that had none.
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, ConfigDict
 
 from source.handler_registry import register
@@ -33,9 +35,13 @@ def handle_generate(params: GenerateParams, ctx: TaskContext) -> HandlerResult:
     from source.generation.bridge import GenerationParams, generate_single_video
 
     gen = generate_single_video(ctx, GenerationParams.parse(params.model_dump()))
+    try:  # the output cache key, so a storyboard's state (and anyone) can name the cached generation
+        cache_key = json.loads(gen.sidecar_path.read_text()).get("cache_key")
+    except (OSError, ValueError, AttributeError):
+        cache_key = None
     return HandlerResult(
         output_location=ctx.location_for(gen.video_path),
         result={"seed": gen.seed, "frames": gen.frames, "width": gen.width, "height": gen.height, "fps": gen.fps,
                 "cache_hit": gen.cache_hit, "sidecar": ctx.location_for(gen.sidecar_path),
-                "adjustments": gen.adjustments},
+                "adjustments": gen.adjustments, "cache_key": cache_key},
     )

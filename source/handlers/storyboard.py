@@ -9,7 +9,8 @@ image-to-video generation per clip + one `compose` render that depends on them a
 - `render: preview` runs at high priority (before queued finals) at a 720p cap with the fast preset.
 - A clip whose generation fails fails only itself and the render (the DAG's failure propagation); retrying
   that clip re-runs it and then the render.
-Not here yet: the live per-clip state document (`add_task.py status ID --json`), which needs the store.
+The live per-clip state (`add_task.py status ID --json`) is derived from the rows by
+source/compose/storyboard.py:storyboard_state().
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from source.compose.storyboard import Storyboard, render_size, storyboard_timeline
+from source.compose.storyboard import RENDER_KEY, Storyboard, clip_key, render_size, storyboard_timeline
 from source.handler_registry import register
 from source.handlers.compose import TASK_REF, check_source
 from source.task_context import ChildTask, HandlerResult, InvalidInput, TaskContext, child_task_id
@@ -33,10 +34,6 @@ def generation_frames(duration: float, fps: float) -> int:
 
 def default_seed(project_id: str, clip_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{project_id}/{clip_id}".encode()).digest()[:4], "big")
-
-
-def clip_key(index: int) -> str:
-    return f"clip-{index:03d}"
 
 
 @register("storyboard", params_model=Storyboard)
@@ -75,7 +72,7 @@ def handle_storyboard(doc: Storyboard, ctx: TaskContext) -> HandlerResult:
         timeline = storyboard_timeline(doc, sources, still_fallback=False)
     except ValueError as exc:  # e.g. a transition longer than the clips it joins
         raise InvalidInput(f"storyboard cannot be rendered: {exc}") from None
-    children.append(ChildTask(key="render", task_type="compose", priority=priority, completes_parent=True,
+    children.append(ChildTask(key=RENDER_KEY, task_type="compose", priority=priority, completes_parent=True,
                               params={"timeline": timeline.model_dump(), "orchestrator_task_id": ctx.task_id},
                               depends_on=[c.key for c in children] + sorted(set(external))))
     ctx.log("storyboard_planned", project=doc.projectId, clips=len(doc.timeline), render=doc.render,

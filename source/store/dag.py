@@ -153,11 +153,18 @@ def end_parent(db: Database, conn: Connection, parent_id: str, status: TaskStatu
         propagate_end(db, conn, parent_id, type_of(db, conn, parent_id), status, message, row[0])
 
 
+# Orchestrators whose children are independent pieces of work: when one child fails, the orchestrator fails
+# naming it, but the siblings that do not depend on it keep running, so a retry of the failed child redoes
+# only that child and what depends on it (a storyboard: one bad clip must not cost the other generations).
+KEEP_CHILDREN_ON_FAILURE = frozenset({"storyboard"})
+
+
 def propagate_end(db: Database, conn: Connection, task_id: str, task_type: str, status: TaskStatus, message: str,
                   parent_task_id: str | None) -> None:
     """A task ended Failed or Cancelled: nothing waiting on it may stay Queued forever.
     Dependents end with the same status and an error naming it; a waiting orchestrator fails naming
-    its child; an orchestrator's own unfinished children are cancelled."""
+    its child; an orchestrator's own unfinished children are cancelled (unless it failed and is one of
+    KEEP_CHILDREN_ON_FAILURE)."""
     sql = db.sql
     work = [(task_id, task_type, TaskStatus(status), message, parent_task_id)]
     while work:
@@ -179,6 +186,8 @@ def propagate_end(db: Database, conn: Connection, task_id: str, task_type: str, 
                                {**db.times(), "id": parent, "status": st.value, "message": parent_msg[:2000]}).first()
             if row is not None:
                 work.append((parent, type_of(db, conn, parent), st, parent_msg, row[0]))
+        if st == FAILED and ttype in KEEP_CHILDREN_ON_FAILURE:
+            continue  # its other children run on (what depended on the failed one already ended above)
         for child, child_status in conn.execute(text(sql.child_tasks), {"id": tid}).all():
             if child_status == QUEUED:
                 child_msg = f"not run: its orchestrator {tid} ({ttype}) {word}: {why}"
