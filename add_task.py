@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
+from source.settings import DEFAULT_DB_URL, SettingsError, settings  # noqa: E402
 from source.store.task_store import StoreError, TaskStore, parse_params  # noqa: E402
 from source.task_context import InvalidInput  # noqa: E402
 from source.task_status import TERMINAL, TaskStatus  # noqa: E402
@@ -38,8 +38,8 @@ class CliError(Exception):
 
 
 def _db_arg(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    default = default or os.environ.get("HEADLESS_DB_URL", "sqlite:///tasks.db")
-    p.add_argument("--db", default=default, help="database URL (default $HEADLESS_DB_URL or sqlite:///tasks.db)")
+    default = default or settings().db_url  # $HEADLESS_DB_URL or the default, read once
+    p.add_argument("--db", default=default, help=f"database URL (default $HEADLESS_DB_URL or {DEFAULT_DB_URL})")
 
 
 def load_params(text: str) -> Any:
@@ -229,10 +229,10 @@ def build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    add_parser, cmd_parser = build_parsers()
     is_command = any(a in COMMANDS for a in argv if not a.startswith("-")) and not any(
         a in ("--type", "--jsonl") for a in argv)
     try:
+        add_parser, cmd_parser = build_parsers()  # inside: a malformed setting is a one-line error too
         if not is_command:
             args = add_parser.parse_args(argv)
             return cmd_add(args, lambda: TaskStore(args.db))
@@ -248,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_simple(args, store)
         finally:
             store.close()
-    except (CliError, StoreError) as exc:
+    except (CliError, StoreError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # database unreachable and the like: one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - database unreachable and the like: one line, not a traceback
         print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
         return 1
 

@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO))
 
 from source.downloads import private_networks_from  # noqa: E402
 from source.event_log import EventLog  # noqa: E402
+from source.settings import DEFAULT_DB_URL, Settings, SettingsError, configure  # noqa: E402
 from source.storage import Storage  # noqa: E402
 from source.store.task_store import TaskStore, redact_url  # noqa: E402
 from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig  # noqa: E402
@@ -24,25 +25,30 @@ from source.worker import Worker, WorkerConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    # Defaults come from WorkerConfig and Settings (one copy each); flags left unset keep them.
+    d = WorkerConfig(worker_id="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", default=os.environ.get("HEADLESS_DB_URL", "sqlite:///tasks.db"),
-                   help="database URL (default $HEADLESS_DB_URL or sqlite:///tasks.db)")
+    p.add_argument("--db", default=None, help=f"database URL (default $HEADLESS_DB_URL or {DEFAULT_DB_URL})")
     p.add_argument("--worker-id", default=None, help="unique name of this worker (default host-pid-random)")
-    p.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls when idle")
-    p.add_argument("--lease-seconds", type=float, default=60.0,
-                   help="a task whose worker stops renewing its lease for this long is taken over")
-    p.add_argument("--max-tasks", type=int, default=None, help="exit after this many tasks")
+    p.add_argument("--poll-interval", type=float, default=d.poll_interval,
+                   help=f"seconds between polls when idle (default {d.poll_interval:g})")
+    p.add_argument("--lease-seconds", type=float, default=d.lease_seconds,
+                   help=f"a task whose worker stops renewing its lease for this long is taken over "
+                        f"(default {d.lease_seconds:g})")
+    p.add_argument("--max-tasks", type=int, default=d.max_tasks, help="exit after this many tasks")
     p.add_argument("--exit-when-idle", action="store_true", help="drain the ready work, then exit 0")
     p.add_argument("--task-types", default=None, help="comma-separated task types this worker takes")
     p.add_argument("--log-dir", type=Path, default=None, help="also write JSON-lines logs here")
-    p.add_argument("--task-timeout", type=float, default=None,
+    p.add_argument("--task-timeout", type=float, default=d.task_timeout,
                    help="default time limit per task in seconds (params timeout_seconds overrides)")
-    p.add_argument("--shutdown-grace", type=float, default=30.0,
-                   help="on SIGTERM, seconds the running task may finish before it is handed back")
-    p.add_argument("--retry-base-seconds", type=float, default=10.0, help="first retry delay (doubles each time)")
+    p.add_argument("--shutdown-grace", type=float, default=d.shutdown_grace,
+                   help=f"on SIGTERM, seconds the running task may finish before it is handed back "
+                        f"(default {d.shutdown_grace:g})")
+    p.add_argument("--retry-base-seconds", type=float, default=d.retry_base_seconds,
+                   help=f"first retry delay (doubles each time; default {d.retry_base_seconds:g})")
     p.add_argument("--no-listen", action="store_true", help="poll only (no LISTEN/NOTIFY or change detection)")
     p.add_argument("--output-dir", type=Path, default=None,
-                   help="where outputs go for non-SQLite databases (default ./outputs)")
+                   help="where outputs go for non-SQLite databases (default $HEADLESS_OUTPUT_DIR or ./outputs)")
     p.add_argument("--input-root", type=Path, action="append", default=[],
                    help="a folder task params may read files from (repeatable; also $HEADLESS_INPUT_ROOTS)")
     p.add_argument("--allow-private-urls", action="store_true",
@@ -59,14 +65,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def input_roots(args: argparse.Namespace) -> list[Path]:
-    roots = [REPO / "samples", *args.input_root]
-    roots += [Path(p) for p in os.environ.get("HEADLESS_INPUT_ROOTS", "").split(os.pathsep) if p]
-    return [r.resolve() for r in roots]
+def build_settings(args: argparse.Namespace, env: Settings) -> Settings:
+    """Flags over the environment, read once; the samples folder is always a readable input root."""
+    roots = [REPO / "samples", *args.input_root, *env.input_roots]
+    return env.replace(db_url=args.db or env.db_url, output_dir=args.output_dir or env.output_dir,
+                       input_roots=tuple(dict.fromkeys(r.resolve() for r in roots)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        cfg = configure(build_settings(args, Settings.from_env()))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = WorkerConfig(
         poll_interval=args.poll_interval, lease_seconds=args.lease_seconds, max_tasks=args.max_tasks,
         exit_when_idle=args.exit_when_idle,
@@ -74,15 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         task_timeout=args.task_timeout, shutdown_grace=args.shutdown_grace,
         retry_base_seconds=args.retry_base_seconds, keep_work_dirs=args.keep_work_dirs,
         # A transaction pooler (Supabase port 6543) drops LISTEN sessions: poll there.
-        listen=not args.no_listen and ":6543" not in args.db,
+        listen=not args.no_listen and ":6543" not in cfg.db_url,
     )
     if args.worker_id:
         config.worker_id = args.worker_id
     log = EventLog(config.worker_id, args.log_dir)
     try:
-        store = TaskStore(args.db)
-    except Exception as exc:
-        log.emit("worker_stopped", reason="database unavailable", database=redact_url(args.db),
+        store = TaskStore(cfg.db_url)
+    except Exception as exc:  # noqa: BLE001 - database unavailable: exit 2 with the reason
+        log.emit("worker_stopped", reason="database unavailable", database=redact_url(cfg.db_url),
                  error=f"{type(exc).__name__}: {exc}"[:500])
         return 2
     if args.allow_private_urls:  # read by source.downloads.DownloadLimits (one home for the rule)
@@ -93,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         log.emit("worker_stopped", reason="invalid download settings", error=str(exc)[:300])
         store.close()
         return 2
-    storage = Storage.for_database(store.url, outputs_dir=args.output_dir, input_roots=input_roots(args))
+    storage = Storage.for_database(store.url, outputs_dir=cfg.output_dir, input_roots=list(cfg.input_roots))
     try:
         publishing = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
         publisher = SupabaseOutputs(publishing) if publishing else None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any misconfiguration: exit 2 with the reason
         log.emit("worker_stopped", reason="output storage misconfigured", error=f"{type(exc).__name__}: {exc}"[:500])
         store.close()
         return 2

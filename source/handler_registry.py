@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from source.errors import InvalidInput
 from source.task_context import HandlerResult, TaskContext
+from source.task_limits import clip, excerpt
 
 # Modules that register handlers when imported. Each task family lives in its own module.
 HANDLER_MODULES = [
@@ -29,6 +30,10 @@ HANDLER_MODULES = [
     "source.handlers.extract_frame",
     "source.handlers.single_image",
     "source.handlers.different_perspective",
+    "source.handlers.speech",
+    "source.handlers.compose",
+    "source.handlers.narrated_video",
+    "source.handlers.storyboard",
 ]
 
 
@@ -97,16 +102,18 @@ def get_handler(task_type: str) -> HandlerSpec:
     spec = _REGISTRY.get(task_type)
     if spec is None:
         broken = "".join(f"; handler module {m} failed to load ({e})" for m, e in _load_errors.items())
-        raise InvalidInput(f"unknown task_type {task_type!r}; known types: {', '.join(sorted(_REGISTRY))}{broken}")
+        raise InvalidInput(f"unknown task_type {excerpt(task_type)}; known types: {', '.join(sorted(_REGISTRY))}"
+                           f"{broken}")
     return spec
 
 
 def format_validation_error(task_type: str, exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "params"
-        problems.append(f"{where}: {err.get('msg', 'invalid')}")
-    return f"invalid params for {task_type}: " + "; ".join(problems)
+        where = ".".join(clip(p, 40) for p in err.get("loc", ())) or "params"
+        problems.append(f"{clip(where, 120)}: {clip(err.get('msg', 'invalid'), 200)}")
+    shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10:,} more" if len(problems) > 10 else "")
+    return f"invalid params for {task_type}: {shown}"  # messages quote short excerpts, never whole values
 
 
 def validate_params(task_type: str, params: Any) -> Any:
@@ -120,6 +127,8 @@ def validate_params(task_type: str, params: Any) -> Any:
         return spec.params_model.model_validate(params)
     except ValidationError as exc:
         raise InvalidInput(format_validation_error(task_type, exc)) from None
+    except RecursionError:  # nesting past the validator's stack: the row is at fault, not the worker
+        raise InvalidInput(f"params of a {task_type} task nest too deeply to validate") from None
 
 
 def run_handler(task_type: str, params: Any, ctx: TaskContext) -> HandlerResult:

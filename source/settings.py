@@ -27,7 +27,12 @@ next `settings()` reads it again.
 | HEADLESS_POSE_MODEL / HEADLESS_RIFE_WEIGHTS | pose_model / rife_weights | obtained on first use |
 | HEADLESS_MAX_DOWNLOAD_BYTES | max_download_bytes | 2 GiB |
 | HEADLESS_DOWNLOAD_TIMEOUT_S | download_timeout_s | 120 |
+| HEADLESS_MAX_PARAMS_BYTES | max_params_bytes | 1 MiB (a row's params; larger rows fail) |
+| HEADLESS_MAX_PARAMS_DEPTH | max_params_depth | 64 (nesting of lists/objects in params) |
 | HEADLESS_PG_NO_PREPARE | pg_no_prepare | off (on behind a transaction pooler, port 6543) |
+| SUPABASE_URL | supabase_url | none (outputs stay local) |
+| SUPABASE_SERVICE_ROLE_KEY / _SERVICE_KEY / _ANON_KEY / SUPABASE_KEY (first set) | supabase_key | none |
+| SUPABASE_VIDEO_BUCKET | supabase_bucket | image_uploads |
 | WAN2GP_DIR / WAN2GP_ARGS | wan2gp_dir / wan2gp_args | ./Wan2GP / none |
 """
 
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DEFAULT_DB_URL = "sqlite:///tasks.db"
+DEFAULT_SUPABASE_BUCKET = "image_uploads"  # the seed's SUPABASE_VIDEO_BUCKET default
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -102,6 +108,13 @@ class Settings:
     # downloads of untrusted URLs
     max_download_bytes: int = 2 * 1024**3
     download_timeout_s: float = 120.0
+    # publishing outputs to Supabase Storage (the seed's names; flags of headless.py override them)
+    supabase_url: str | None = None
+    supabase_key: str | None = field(default=None, repr=False)  # a secret: never printed
+    supabase_bucket: str = DEFAULT_SUPABASE_BUCKET
+    # what one task row may hold (source.task_limits): a row over a cap fails with a clear message
+    max_params_bytes: int = 1024**2
+    max_params_depth: int = 64
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -138,6 +151,13 @@ class Settings:
             wan2gp_args=_text(env, "WAN2GP_ARGS", "") or "",
             max_download_bytes=_number(env, "HEADLESS_MAX_DOWNLOAD_BYTES", 2 * 1024**3, int),
             download_timeout_s=_number(env, "HEADLESS_DOWNLOAD_TIMEOUT_S", 120.0),
+            supabase_url=_text(env, "SUPABASE_URL"),
+            supabase_key=next((key for name in ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY",
+                                                "SUPABASE_ANON_KEY", "SUPABASE_KEY") if (key := _text(env, name))),
+                              None),
+            supabase_bucket=_text(env, "SUPABASE_VIDEO_BUCKET", DEFAULT_SUPABASE_BUCKET),
+            max_params_bytes=_number(env, "HEADLESS_MAX_PARAMS_BYTES", 1024**2, int),
+            max_params_depth=_number(env, "HEADLESS_MAX_PARAMS_DEPTH", 64, int),
         )
 
     def replace(self, **changes: Any) -> "Settings":

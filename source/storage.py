@@ -18,6 +18,8 @@ from pathlib import Path
 
 from source.downloads import DownloadLimits, download_to_cache, is_url
 from source.errors import InvalidInput
+from source.settings import settings
+from source.task_limits import excerpt
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -46,13 +48,13 @@ class Storage:
 
     @classmethod
     def for_database(cls, db_url: str, *, outputs_dir: Path | None = None,
-                     input_roots: list[Path] | None = None) -> "Storage":
+                     input_roots: list[Path] | None = None) -> Storage:
         """SQLite: `public/files/` beside the database file; other databases: `outputs/`."""
         if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
             db_path = Path(db_url[len("sqlite:///"):]).resolve()
             public = db_path.parent / "public"
             return cls(public / "files", location_base=public, input_roots=input_roots)
-        out = Path(outputs_dir or os.environ.get("HEADLESS_OUTPUT_DIR", "outputs")).resolve()
+        out = Path(outputs_dir or settings().output_dir).resolve()
         return cls(out, location_base=None, input_roots=input_roots)
 
     # -- outputs -------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ class Storage:
         """A local path for an untrusted reference: an http(s) URL, or a path inside an input root.
         Relative paths are tried against the location base (so `files/x.mp4` works), then the files dir."""
         if not isinstance(ref, str) or not ref.strip():
-            raise InvalidInput(f"{kind}: expected a path or URL, got {ref!r}")
+            raise InvalidInput(f"{kind}: expected a path or URL, got {excerpt(ref)}")
         ref = ref.strip()
         if is_url(ref):
             return download_to_cache(ref, self.download_dir, self.download_limits, what=kind,
@@ -114,8 +116,8 @@ class Storage:
                 return resolved
             allowed_but_missing = resolved
         if allowed_but_missing is not None:
-            raise InvalidInput(f"{kind} not found: {ref}")
+            raise InvalidInput(f"{kind} not found: {excerpt(ref)}")
         raise InvalidInput(
-            f"{kind} {ref!r} is outside the allowed input folders "
+            f"{kind} {excerpt(ref)} is outside the allowed input folders "
             f"({', '.join(str(r) for r in self.input_roots)}); pass --input-root to allow another folder"
         )

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from source.errors import TransientError
+from source.settings import DEFAULT_SUPABASE_BUCKET, settings
 
-DEFAULT_BUCKET = "image_uploads"  # the seed's SUPABASE_VIDEO_BUCKET default
+DEFAULT_BUCKET = DEFAULT_SUPABASE_BUCKET
 
 
 @dataclass(frozen=True)
@@ -32,18 +32,18 @@ class SupabaseStorageConfig:
 
     @classmethod
     def from_environment(cls, url: str | None = None, key: str | None = None,
-                         bucket: str | None = None) -> "SupabaseStorageConfig | None":
-        """Flags first, then the seed's environment names. None when no Supabase URL is configured."""
-        url = url or os.environ.get("SUPABASE_URL")
+                         bucket: str | None = None) -> SupabaseStorageConfig | None:
+        """Flags first, then the seed's environment names (read once, in Settings). None when no Supabase
+        URL is configured."""
+        env = settings()
+        url = url or env.supabase_url
         if not url:
             return None
-        key = key or next((os.environ[k] for k in ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY",
-                                                   "SUPABASE_ANON_KEY", "SUPABASE_KEY") if os.environ.get(k)), None)
+        key = key or env.supabase_key
         if not key:
             raise ValueError("a Supabase URL is set but no key: pass --supabase-key or set "
                              "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY / SUPABASE_ANON_KEY)")
-        bucket = bucket or os.environ.get("SUPABASE_VIDEO_BUCKET") or DEFAULT_BUCKET
-        return cls(url=url.rstrip("/"), key=key, bucket=bucket)
+        return cls(url=url.rstrip("/"), key=key, bucket=bucket or env.supabase_bucket)
 
 
 def _sha256_of(path: Path) -> str:

@@ -16,18 +16,20 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from source import __version__
 from source.downloads import is_url
+from source.errors import FatalWorkerError, InvalidInput, TaskCancelled, TransientError
 from source.event_log import EventLog
 from source.handler_registry import run_handler
 from source.storage import Storage
-from source.store.task_store import Claim, TaskStore, parse_params
+from source.store.task_store import Claim, TaskStore
 from source.store.wakeup import Waker, make_waker
-from source.errors import FatalWorkerError, InvalidInput, TaskCancelled
 from source.task_context import HandlerResult, TaskContext
 from source.task_status import TaskStatus
+from source.task_limits import clip, excerpt, read_params
 
 
 @dataclass
@@ -48,30 +50,122 @@ class WorkerConfig:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    from source.errors import TransientError
-
     if isinstance(exc, (TransientError, OSError, MemoryError)):
         return True
     return type(exc).__name__ == "OutOfMemoryError"  # torch.cuda.OutOfMemoryError without importing torch
 
 
+class StopReason(Enum):
+    """Why the heartbeat thread told a running task to stop. When several apply, the earliest listed wins."""
+
+    LEASE_LOST = "lease lost: another worker may own the task now"
+    SHUTDOWN_GRACE = "shutdown grace period expired"
+    TIMED_OUT = "timed out"
+    CANCEL_REQUESTED = "cancelled on request while running"
+
+
+class OutcomeKind(Enum):
+    """How a task run ends; each kind is one store call (or none) and one event (`Worker._record`)."""
+
+    COMPLETED = "complete"
+    WAITING_FOR_CHILDREN = "spawn children"
+    FAILED = "fail"
+    RETRY = "retry later"
+    CANCELLED = "cancel"
+    HANDED_BACK = "hand back"  # shutdown grace expired: back to the queue, the attempt not spent
+    FATAL_HAND_BACK = "fatal hand back"  # the process is poisoned: back to the queue, the attempt counted
+    ABANDONED = "abandoned"  # the lease was lost: no write, another worker may own the task
+
+
+@dataclass
+class Outcome:
+    kind: OutcomeKind
+    message: str = ""  # error_message for FAILED / RETRY / FATAL_HAND_BACK
+    result: HandlerResult | None = None
+    delay: float = 0.0  # RETRY: seconds before the task is ready again
+    fatal: str | None = None  # a FatalWorkerError's text: the worker exits after recording
+    error: dict[str, Any] | None = None  # an unexpected exception: the task_error event's fields
+
+
 class TaskRun:
     """The live state of one claimed task, shared by the handler (main thread) and the heartbeat thread."""
 
-    def __init__(self, claim: Claim, timeout: float | None) -> None:
+    def __init__(self, claim: Claim, timeout: float | None = None) -> None:
         self.claim = claim
         self.started = time.monotonic()
         self.timeout = timeout
         self.progress: tuple[float, str | None] = (0.0, None)
         self.progress_dirty = False
-        self.cancel_requested = False
-        self.timed_out = False
-        self.lease_lost = False
-        self.hand_back = False
+        self.stops: set[StopReason] = set()
         self.done = False  # the handler returned or raised (read by the heartbeat thread)
 
+    def request_stop(self, reason: StopReason) -> bool:
+        """Record a reason to stop; True the first time this reason is given."""
+        if reason in self.stops:
+            return False
+        self.stops.add(reason)
+        return True
+
+    def stop_reason(self) -> StopReason | None:
+        return next((reason for reason in StopReason if reason in self.stops), None)
+
     def should_stop(self) -> bool:
-        return self.cancel_requested or self.timed_out or self.lease_lost or self.hand_back
+        return bool(self.stops)
+
+
+def classify(run: TaskRun, result: HandlerResult | None, exc: BaseException | None,
+             config: WorkerConfig) -> Outcome:
+    """The one place that decides how a run ends, from what the handler did and why it was told to stop."""
+    claim = run.claim
+    if exc is None:
+        kind = OutcomeKind.WAITING_FOR_CHILDREN if result.children else OutcomeKind.COMPLETED
+        return Outcome(kind, result=result)
+    reason = run.stop_reason()
+    if isinstance(exc, TaskCancelled) or (reason is not None and not isinstance(exc, (InvalidInput, FatalWorkerError))):
+        # A handler told to stop may raise anything on its way out: the stop reason decides.
+        if reason is StopReason.LEASE_LOST:
+            return Outcome(OutcomeKind.ABANDONED, reason.value)
+        if reason is StopReason.SHUTDOWN_GRACE:
+            return Outcome(OutcomeKind.HANDED_BACK, reason.value)
+        if reason is StopReason.TIMED_OUT:
+            return Outcome(OutcomeKind.FAILED, f"timed out after {run.timeout:g} s (the task's time limit)")
+        return Outcome(OutcomeKind.CANCELLED, StopReason.CANCEL_REQUESTED.value)
+    if isinstance(exc, InvalidInput):
+        return Outcome(OutcomeKind.FAILED, str(exc))
+    exhausted = claim.attempt >= int(claim.row.get("max_attempts") or 1)
+    if isinstance(exc, FatalWorkerError):
+        # Hand the task to a healthy worker, but count the attempt: a task that poisons every worker
+        # it touches must end Failed, not loop through restarts forever.
+        message = f"worker {config.worker_id} hit a fatal fault: {exc}"
+        if exhausted:
+            return Outcome(OutcomeKind.FAILED, f"gave up after {claim.attempt} attempt(s): {message}", fatal=str(exc))
+        return Outcome(OutcomeKind.FATAL_HAND_BACK, message, fatal=str(exc))
+    # Everything else: retry with backoff until max_attempts.
+    detail = f"{type(exc).__name__}: {exc}"
+    error = {"error": detail[:2000], "transient": _is_transient(exc),
+             "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=8))[-4000:]}
+    if exhausted:
+        return Outcome(OutcomeKind.FAILED, f"gave up after {claim.attempt} attempt(s): {detail}", error=error)
+    delay = min(config.retry_max_seconds, config.retry_base_seconds * 2 ** (claim.attempt - 1))
+    delay *= random.uniform(0.75, 1.25)  # jitter: many failures at once do not retry in lockstep
+    return Outcome(OutcomeKind.RETRY, detail, delay=delay, error=error)
+
+
+def _storable(message: str) -> str:
+    """An error_message any database column takes: PostgreSQL text refuses NUL characters."""
+    # and a lone surrogate (from a JSON "\\ud800") cannot be encoded for either database
+    return message.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")[:4000]
+
+
+class _Stopping(Exception):
+    """The worker was told to stop while an interruptible database call waited out an outage."""
+
+
+@dataclass
+class _HeartbeatState:
+    seen_task: str | None = None  # what the workers table last said this worker runs
+    seen_at: float = 0.0
+    last_write: dict[str, float] = field(default_factory=dict)  # task id -> last heartbeat write
 
 
 class Worker:
@@ -109,25 +203,9 @@ class Worker:
         heartbeat.start()
         reason = "stopped"
         try:
-            while not self.stop_event.is_set():
-                if cfg.max_tasks is not None and self.tasks_done >= cfg.max_tasks:
-                    reason = "max_tasks"
-                    break
-                self._maintenance()
-                claim, self.next_claim = self.next_claim, None
-                if claim is None:
-                    claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
-                                     "claim")
-                if claim is None:
-                    if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work"):
-                        reason = "idle"
-                        break
-                    self.waker.wait(cfg.poll_interval, self.stop_event)
-                    continue
-                self._run_task(claim)
-                self.tasks_done += 1
-            else:
-                reason = "signal"
+            reason = self._loop()
+        except _Stopping:  # a signal arrived while a database outage was being waited out
+            reason = "signal"
         finally:
             if self.next_claim is not None:  # claimed along with the last completion, never started
                 claim, self.next_claim = self.next_claim, None
@@ -136,10 +214,34 @@ class Worker:
                               reason="the worker stopped before starting it")
             self._finished.set()
             heartbeat.join(timeout=5)
-            self._db(lambda: self.store.worker_seen(cfg.worker_id, None, "stopped"), "worker stopped", retry_for=5)
+            try:
+                self._db(lambda: self.store.worker_seen(cfg.worker_id, None, "stopped"), "worker stopped",
+                         retry_for=5)
+            except Exception as exc:  # noqa: BLE001 - the database is down: still stop cleanly, with our exit code
+                self.log.emit("database_unavailable", operation="worker stopped", error=clip(f"{exc}", 300))
             self.log.emit("worker_stopped", reason=reason, tasks_done=self.tasks_done, exit_code=self.exit_code)
             self.waker.close()
         return self.exit_code
+
+    def _loop(self) -> str:
+        """Claim and run tasks until told to stop; returns why it stopped."""
+        cfg = self.config
+        while not self.stop_event.is_set():
+            if cfg.max_tasks is not None and self.tasks_done >= cfg.max_tasks:
+                return "max_tasks"
+            self._maintenance()
+            claim, self.next_claim = self.next_claim, None
+            if claim is None:
+                claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types),
+                                 "claim", interruptible=True)
+            if claim is None:
+                if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work", interruptible=True):
+                    return "idle"
+                self.waker.wait(cfg.poll_interval, self.stop_event)
+                continue
+            self._run_task(claim)
+            self.tasks_done += 1
+        return "signal"
 
     def _pending_work(self) -> bool:
         """Anything that could still become ready for us: tasks in progress anywhere (they may unblock
@@ -154,11 +256,15 @@ class Worker:
         return any(self.store.list_tasks(status=TaskStatus.QUEUED, task_type=t, limit=1)
                    for t in self.config.task_types)
 
-    def _db(self, fn, what: str, retry_for: float | None = None):
-        """Database calls of the worker survive outages: retry with backoff, logging each wait."""
+    def _db(self, fn, what: str, retry_for: float | None = None, interruptible: bool = False):
+        """Database calls of the worker survive outages: retry with backoff, logging each wait. An
+        interruptible call (one that holds nothing: claim, maintenance) gives up once the worker is told to
+        stop, so a signal is not ignored for as long as the database stays unreachable."""
         def on_retry(exc: BaseException, delay: float) -> None:
             self.log.emit("database_unavailable", operation=what, error=f"{type(exc).__name__}: {exc}"[:300],
                           retry_in_s=round(delay, 2))
+            if interruptible and self.stop_event.is_set():
+                raise _Stopping
         return self.store.run(fn, retry_for=retry_for, what=what, on_retry=on_retry)
 
     def _maintenance(self) -> None:
@@ -166,33 +272,53 @@ class Worker:
         if now - self._last_maintenance < min(5.0, self.config.lease_seconds / 2):
             return
         self._last_maintenance = now
-        for item in self._db(self.store.reclaim_expired, "reclaim expired leases"):
+        for item in self._db(self.store.reclaim_expired, "reclaim expired leases", interruptible=True):
             self.log.emit("lease_expired_reclaimed", **item)
-        for item in self._db(self.store.sweep_stranded, "sweep stranded tasks"):
+        for item in self._db(self.store.sweep_stranded, "sweep stranded tasks", interruptible=True):
             self.log.emit("task_failed", task_id=item["task_id"], error=item["reason"], stranded=True)
         if now - self._last_seen > 15:
             self._last_seen = now
-            self._db(lambda: self.store.worker_seen(self.config.worker_id, None, "idle"), "worker seen")
+            self._db(lambda: self.store.worker_seen(self.config.worker_id, None, "idle"), "worker seen",
+                     interruptible=True)
 
     # ------------------------------------------------------------------ one task
     def _run_task(self, claim: Claim) -> None:
-        cfg = self.config
-        row = claim.row
-        self.log.emit("task_claimed", task_id=claim.id, task_type=claim.task_type, attempt=claim.attempt,
-                      max_attempts=row.get("max_attempts"))
+        """Claimed -> params read under the row caps -> handler (+ publish) -> one outcome, recorded once."""
+        self.log.emit("task_claimed", task_id=claim.id, task_type=clip(claim.task_type),
+                      attempt=claim.attempt, max_attempts=claim.row.get("max_attempts"))
+        run, result, error = TaskRun(claim), None, None
         try:
-            params = parse_params(row["params"])
-        except (ValueError, TypeError) as exc:
-            self._finish_failed(claim, str(exc))  # parse_params says why (not JSON, not UTF-8, too deep)
-            return
-        timeout = row.get("timeout_seconds") or (params.get("timeout_seconds") if isinstance(params, dict) else None)
+            try:
+                params = read_params(claim.row["params"])  # anything wrong in the row: InvalidInput
+                run.timeout = self._time_limit(claim.row, params)
+                self.current = run
+                result = run_handler(claim.task_type, params, self._context(run))
+                if self.publisher is not None and result.output_location and not result.children:
+                    self._publish(claim, result)  # still under the renewed lease: uploads can take a while
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - nothing a task does may end the process
+                error = exc
+            finally:
+                run.done = True
+            outcome = classify(run, result, error, self.config)
+            self._record(run, outcome)
+        finally:
+            self.current = None
+            keep = self.config.keep_work_dirs or (result is not None and isinstance(result.result, dict)
+                                                  and bool(result.result.get("keep_intermediates")))
+            if not keep:
+                self.storage.remove_work_dir(claim.id)
+
+    def _time_limit(self, row: dict[str, Any], params: Any) -> float | None:
+        """The row's timeout_seconds, else params' timeout_seconds, else the worker's --task-timeout."""
+        limit = row.get("timeout_seconds") or (params.get("timeout_seconds") if isinstance(params, dict) else None)
         try:
-            timeout = float(timeout) if timeout is not None else cfg.task_timeout
-        except (TypeError, ValueError):
-            timeout = cfg.task_timeout
-        run = TaskRun(claim, timeout)
-        self.current = run
-        ctx = TaskContext(
+            return float(limit) if limit is not None else self.config.task_timeout
+        except (TypeError, ValueError, OverflowError):
+            return self.config.task_timeout
+
+    def _context(self, run: TaskRun) -> TaskContext:
+        claim, row, cfg = run.claim, run.claim.row, self.config
+        return TaskContext(
             task_id=claim.id, task_type=claim.task_type, attempt=claim.attempt, worker_id=cfg.worker_id,
             storage=self.storage, project_id=row.get("project_id"), priority=row.get("priority") or 0,
             report_progress=lambda fraction, message: self._on_progress(run, fraction, message),
@@ -203,48 +329,6 @@ class Worker:
             cache_put=lambda key, location: self._db(lambda: self.store.cache_put(key, location, claim.id),
                                                      "cache store"),
         )
-        keep_work = cfg.keep_work_dirs
-        try:
-            result = run_handler(claim.task_type, params, ctx)
-            if self.publisher is not None and result.output_location and not result.children:
-                self._publish(claim, result)  # still under the renewed lease: uploads can take a while
-            if isinstance(result.result, dict) and result.result.get("keep_intermediates"):
-                keep_work = True
-            run.done = True
-            self._finish_ok(claim, run, result)
-        except TaskCancelled:
-            run.done = True
-            self._finish_stopped(claim, run)
-        except InvalidInput as exc:
-            run.done = True
-            self._finish_failed(claim, str(exc))
-        except FatalWorkerError as exc:
-            # Hand the task to a healthy worker, but count the attempt: a task that poisons every worker
-            # it touches must end Failed, not loop through restarts forever.
-            run.done = True
-            message = f"worker {cfg.worker_id} hit a fatal fault: {exc}"
-            if claim.attempt >= int(row.get("max_attempts") or 1):
-                handed = False
-                self._finish_failed(claim, f"gave up after {claim.attempt} attempt(s): {message}")
-            else:
-                handed = self._db(lambda: self.store.retry_later(claim, message[:4000], 0.0), "hand back")
-            self.log.emit("worker_fatal_error", task_id=claim.id, error=str(exc), handed_back=handed)
-            self.exit_code = 3
-            self.stop_event.set()
-        except Exception as exc:  # everything else: retry with backoff until max_attempts
-            run.done = True
-            if run.should_stop():
-                self._finish_stopped(claim, run)
-            else:
-                detail = f"{type(exc).__name__}: {exc}"
-                self.log.emit("task_error", task_id=claim.id, error=detail[:2000],
-                              traceback=traceback.format_exc(limit=8)[-4000:], transient=_is_transient(exc))
-                self._finish_retry(claim, detail)
-        finally:
-            run.done = True
-            self.current = None
-            if not keep_work:
-                self.storage.remove_work_dir(claim.id)
 
     def _publish(self, claim: Claim, result: HandlerResult) -> None:
         """Upload the output (e.g. to Supabase Storage) and record its public URL instead of the local path."""
@@ -264,104 +348,146 @@ class Worker:
         run.progress = (fraction, message)
         run.progress_dirty = True
 
-    def _finish_ok(self, claim: Claim, run: TaskRun, result: HandlerResult) -> None:
-        if result.children:
-            ok = self._db(lambda: self.store.spawn_children(claim, result.children), "spawn children")
-            event = "task_waiting_for_children" if ok else "stale_update_ignored"
-            self.log.emit(event, task_id=claim.id, attempt=claim.attempt, children=len(result.children))
-            return
-        cfg = self.config
-        # A worker that goes on claims its next task in the same call (on SQLite, the same transaction).
-        goes_on = not self.stop_event.is_set() and (cfg.max_tasks is None or self.tasks_done + 1 < cfg.max_tasks)
-        if goes_on:
-            ok, self.next_claim = self._db(lambda: self.store.complete_and_claim(
-                claim, result.output_location, result.result, worker_id=cfg.worker_id,
-                lease_seconds=cfg.lease_seconds, task_types=cfg.task_types), "complete")
-        else:
-            ok = self._db(lambda: self.store.complete(claim, result.output_location, result.result), "complete")
-        if ok:
-            self.log.emit("task_completed", task_id=claim.id, task_type=claim.task_type, attempt=claim.attempt,
-                          output_location=result.output_location,
+    # ------------------------------------------------------------------ recording an outcome
+    def _record(self, run: TaskRun, outcome: Outcome) -> None:
+        """Write the outcome; a fatal fault then stops the worker."""
+        try:
+            ok = self._write(run, outcome)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result the database refuses: the task fails, not the worker
+            detail = f"{type(exc).__name__}: {excerpt(str(exc), 300)}"
+            self.log.emit("outcome_not_recorded", task_id=run.claim.id, outcome=outcome.kind.value, error=detail)
+            ok = self._write(run, Outcome(OutcomeKind.FAILED, f"the worker could not record the task's outcome "
+                                                               f"({outcome.kind.value}): {detail}"))
+        if outcome.fatal is not None:
+            self.log.emit("worker_fatal_error", task_id=run.claim.id, error=outcome.fatal,
+                          handed_back=bool(ok) and outcome.kind is OutcomeKind.FATAL_HAND_BACK)
+            self.exit_code = 3
+            self.stop_event.set()
+
+    def _write(self, run: TaskRun, outcome: Outcome) -> bool:
+        """The outcome's one guarded store call and its one event (stale_update_ignored when the guard
+        refused: the task is no longer held by this worker and attempt). Returns whether the write applied."""
+        claim, kind = run.claim, outcome.kind
+        if outcome.error is not None:
+            self.log.emit("task_error", task_id=claim.id, **outcome.error)
+        message = _storable(outcome.message)
+        fields: dict[str, Any] = {"task_id": claim.id}
+        stale: dict[str, Any] | None = None  # the stale_update_ignored fields when the guard refuses
+        if kind is OutcomeKind.COMPLETED:
+            ok = self._complete(claim, outcome.result)
+            event = "task_completed"
+            fields.update(task_type=claim.task_type, attempt=claim.attempt,
+                          output_location=outcome.result.output_location,
                           seconds=round(time.monotonic() - run.started, 3))
-        else:
-            self.log.emit("stale_update_ignored", task_id=claim.id, attempt=claim.attempt, update="complete",
-                          reason="the task is no longer held by this worker and attempt (lease lost or cancelled)")
-
-    def _finish_failed(self, claim: Claim, message: str) -> None:
-        ok = self._db(lambda: self.store.fail(claim, message[:4000]), "fail")
-        self.log.emit("task_failed" if ok else "stale_update_ignored", task_id=claim.id, task_type=claim.task_type,
-                      attempt=claim.attempt, error=message[:2000], **({} if ok else {"update": "fail"}))
-
-    def _finish_retry(self, claim: Claim, message: str) -> None:
-        max_attempts = int(claim.row.get("max_attempts") or 1)
-        if claim.attempt >= max_attempts:
-            self._finish_failed(claim, f"gave up after {claim.attempt} attempt(s): {message}")
-            return
-        cfg = self.config
-        delay = min(cfg.retry_max_seconds, cfg.retry_base_seconds * 2 ** (claim.attempt - 1))
-        delay *= random.uniform(0.75, 1.25)  # jitter: many failures at once do not retry in lockstep
-        ok = self._db(lambda: self.store.retry_later(claim, message[:4000], delay), "retry later")
-        self.log.emit("task_retry_scheduled" if ok else "stale_update_ignored", task_id=claim.id,
-                      attempt=claim.attempt, max_attempts=max_attempts, delay_s=round(delay, 2), error=message[:2000])
-
-    def _finish_stopped(self, claim: Claim, run: TaskRun) -> None:
-        if run.lease_lost:
-            self.log.emit("stale_update_ignored", task_id=claim.id, attempt=claim.attempt, update="stop",
-                          reason="lease lost: another worker may own the task now")
-        elif run.hand_back:
+            stale = {"task_id": claim.id, "attempt": claim.attempt, "update": "complete",
+                     "reason": "the task is no longer held by this worker and attempt (lease lost or cancelled)"}
+        elif kind is OutcomeKind.WAITING_FOR_CHILDREN:
+            children = outcome.result.children
+            ok = self._db(lambda: self.store.spawn_children(claim, children), "spawn children")
+            event = "task_waiting_for_children"
+            fields.update(attempt=claim.attempt, children=len(children))
+            stale = fields
+        elif kind is OutcomeKind.FAILED:
+            ok = self._db(lambda: self.store.fail(claim, message), "fail")
+            event = "task_failed"
+            fields.update(task_type=clip(claim.task_type), attempt=claim.attempt, error=message[:2000])
+            stale = {**fields, "update": "fail"}
+        elif kind is OutcomeKind.RETRY:
+            ok = self._db(lambda: self.store.retry_later(claim, message, outcome.delay), "retry later")
+            event = "task_retry_scheduled"
+            fields.update(attempt=claim.attempt, max_attempts=int(claim.row.get("max_attempts") or 1),
+                          delay_s=round(outcome.delay, 2), error=message[:2000])
+            stale = fields
+        elif kind is OutcomeKind.CANCELLED:
+            ok = self._db(lambda: self.store.mark_cancelled(claim, message), "cancel")
+            event = "task_cancelled"
+            fields.update(attempt=claim.attempt)
+            stale = fields
+        elif kind is OutcomeKind.HANDED_BACK:  # reported as handed back either way, with ok
             ok = self._db(lambda: self.store.hand_back(claim), "hand back")
-            self.log.emit("task_handed_back", task_id=claim.id, attempt=claim.attempt, ok=ok,
-                          reason="shutdown grace period expired")
-        elif run.timed_out:
-            self._finish_failed(claim, f"timed out after {run.timeout:g} s (the task's time limit)")
-        else:
-            ok = self._db(lambda: self.store.mark_cancelled(claim, "cancelled on request while running"), "cancel")
-            self.log.emit("task_cancelled" if ok else "stale_update_ignored", task_id=claim.id,
-                          attempt=claim.attempt)
+            event = "task_handed_back"
+            fields.update(attempt=claim.attempt, ok=ok, reason=message)
+        elif kind is OutcomeKind.FATAL_HAND_BACK:  # reported by worker_fatal_error below
+            ok = self._db(lambda: self.store.retry_later(claim, message, 0.0), "hand back")
+            event = None
+        else:  # ABANDONED: writing anything could overwrite the new owner's work
+            ok, event = False, None
+            stale = {"task_id": claim.id, "attempt": claim.attempt, "update": "stop", "reason": message}
+        if not ok and stale is not None:
+            self.log.emit("stale_update_ignored", **stale)
+        elif event is not None:
+            self.log.emit(event, **fields)
+        return bool(ok)
+
+    def _complete(self, claim: Claim, result: HandlerResult) -> bool:
+        """Complete the task; a worker that goes on claims its next task in the same call (on SQLite, the
+        same transaction)."""
+        cfg = self.config
+        goes_on = not self.stop_event.is_set() and (cfg.max_tasks is None or self.tasks_done + 1 < cfg.max_tasks)
+        if not goes_on:
+            return self._db(lambda: self.store.complete(claim, result.output_location, result.result), "complete")
+        ok, self.next_claim = self._db(lambda: self.store.complete_and_claim(
+            claim, result.output_location, result.result, worker_id=cfg.worker_id,
+            lease_seconds=cfg.lease_seconds, task_types=cfg.task_types), "complete")
+        return ok
 
     # ------------------------------------------------------------------ heartbeat thread
     def _heartbeat_loop(self) -> None:
-        """One thread for the worker's life (starting one per task would cost more than a short task)."""
-        cfg = self.config
-        interval = max(0.2, cfg.lease_seconds / 3)
-        last_write: dict[str, float] = {}
-        seen_task, seen_at = None, 0.0
+        """One thread for the worker's life (starting one per task would cost more than a short task).
+        Every quarter second: report what the worker is doing, turn limits into stop reasons, and renew the
+        lease (writing progress, reading cancel requests) when due."""
+        beat = _HeartbeatState()
         while not self._finished.wait(0.25):
             run = self.current
+            run = run if run is not None and not run.done else None
             now = time.monotonic()
-            task_id = run.claim.id if run is not None and not run.done else None
-            if task_id != seen_task and now - seen_at >= 1.0:  # the workers table: what this worker is doing
-                try:
-                    self.store.worker_seen(cfg.worker_id, task_id, "running" if task_id else "idle")
-                    seen_task, seen_at = task_id, now
-                except Exception:
-                    pass
-            if task_id is None:
+            self._report_activity(beat, run, now)
+            if run is None:
                 continue
-            if run.timeout and not run.timed_out and now - run.started > run.timeout:
-                run.timed_out = True
-            if self.shutdown_started is not None and not run.hand_back \
-                    and now - self.shutdown_started > cfg.shutdown_grace:
-                run.hand_back = True
-            last = last_write.setdefault(task_id, run.started)
-            due = now - last >= interval
-            progress_due = run.progress_dirty and now - last >= cfg.progress_min_interval
-            if not (due or progress_due):
-                continue
-            fraction, message = run.progress
-            run.progress_dirty = False
-            try:
-                ok, cancel = self.store.heartbeat(run.claim, cfg.lease_seconds, fraction, message)
-            except Exception as exc:  # the database may be restarting: keep trying, the lease has slack
-                self.log.emit("heartbeat_failed", task_id=task_id, error=f"{type(exc).__name__}: {exc}"[:300])
-                continue
-            last_write = {task_id: now}
-            if not ok and not run.done:
-                run.lease_lost = True
-                self.log.emit("lease_lost", task_id=task_id, attempt=run.claim.attempt)
-            elif cancel and not run.cancel_requested:
-                run.cancel_requested = True
-                self.log.emit("cancel_requested", task_id=task_id)
+            self._check_limits(run, now)
+            if self._renewal_due(beat, run, now):
+                self._renew_lease(beat, run, now)
+
+    def _report_activity(self, beat: _HeartbeatState, run: TaskRun | None, now: float) -> None:
+        """The workers table says which task this worker runs (at most once a second)."""
+        task_id = run.claim.id if run is not None else None
+        if task_id == beat.seen_task or now - beat.seen_at < 1.0:
+            return
+        try:
+            self.store.worker_seen(self.config.worker_id, task_id, "running" if task_id else "idle")
+            beat.seen_task, beat.seen_at = task_id, now
+        except Exception:  # noqa: BLE001 - best effort: the next beat tries again
+            pass
+
+    def _check_limits(self, run: TaskRun, now: float) -> None:
+        """The task's time limit and the shutdown grace period become stop reasons."""
+        if run.timeout and now - run.started > run.timeout:
+            run.request_stop(StopReason.TIMED_OUT)
+        if self.shutdown_started is not None and now - self.shutdown_started > self.config.shutdown_grace:
+            run.request_stop(StopReason.SHUTDOWN_GRACE)
+
+    def _renewal_due(self, beat: _HeartbeatState, run: TaskRun, now: float) -> bool:
+        """A third of the lease has passed since the last write, or fresh progress waited long enough."""
+        last = beat.last_write.setdefault(run.claim.id, run.started)
+        if now - last >= max(0.2, self.config.lease_seconds / 3):
+            return True
+        return run.progress_dirty and now - last >= self.config.progress_min_interval
+
+    def _renew_lease(self, beat: _HeartbeatState, run: TaskRun, now: float) -> None:
+        """One guarded write: lease + progress. It reports a lost lease or a cancel request."""
+        fraction, message = run.progress
+        run.progress_dirty = False
+        try:
+            ok, cancel = self.store.heartbeat(run.claim, self.config.lease_seconds, fraction, message)
+        except Exception as exc:  # noqa: BLE001 - the database may be restarting: keep trying, the lease has slack
+            self.log.emit("heartbeat_failed", task_id=run.claim.id, error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        beat.last_write = {run.claim.id: now}
+        if not ok and not run.done:
+            if run.request_stop(StopReason.LEASE_LOST):
+                self.log.emit("lease_lost", task_id=run.claim.id, attempt=run.claim.attempt)
+        elif cancel and run.request_stop(StopReason.CANCEL_REQUESTED):
+            self.log.emit("cancel_requested", task_id=run.claim.id)
 
     # ------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:
@@ -378,13 +504,14 @@ class Worker:
             return
         # A second signal: hand the task back (quickly, best effort) and exit at once.
         run = self.current
-        held = ([run.claim] if run is not None and not run.done else []) + ([self.next_claim] if self.next_claim else [])
+        held = [run.claim] if run is not None and not run.done else []
+        held += [self.next_claim] if self.next_claim else []
         handed = []
         for claim in held:
             try:
                 if self.store.hand_back(claim):
                     handed.append(claim.id)
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort: the process exits now either way
                 pass
         self.log.emit("worker_stopped", reason="second signal", handed_back=handed)
         os._exit(130)

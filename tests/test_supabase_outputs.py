@@ -60,15 +60,19 @@ def test_refused_and_failed_uploads_are_transient_with_a_clear_reason(storage_se
 
 
 def test_configuration_from_flags_and_the_seed_environment(monkeypatch):
+    from source.settings import reset  # settings are read once: read them again after each change
+
     for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY", "SUPABASE_ANON_KEY",
                  "SUPABASE_KEY", "SUPABASE_VIDEO_BUCKET"):
         monkeypatch.delenv(name, raising=False)
     assert SupabaseStorageConfig.from_environment() is None  # not configured: outputs stay local
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co/")
+    reset()
     with pytest.raises(ValueError, match="no key"):
         SupabaseStorageConfig.from_environment()
     monkeypatch.setenv("SUPABASE_ANON_KEY", "anon")
     monkeypatch.setenv("SUPABASE_SERVICE_KEY", "service")
+    reset()
     config = SupabaseStorageConfig.from_environment()
     assert (config.url, config.key, config.bucket) == ("https://abc.supabase.co", "service", "image_uploads")
     assert SupabaseStorageConfig.from_environment(bucket="videos", key="k").bucket == "videos"

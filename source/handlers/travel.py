@@ -139,9 +139,9 @@ def _check_inputs(plan: TravelPlan, ctx: TaskContext) -> None:
 def _check_model(model: str) -> None:
     """Fail the orchestrator (not every segment later) for a model the catalog does not know. The Wan2GP
     engine passes unknown model types through, so it is not checked there."""
-    import os
+    from source.settings import settings
 
-    engine = (os.environ.get("HEADLESS_ENGINE") or "diffusers").strip().lower()
+    engine = settings().engine
     if engine == "wan2gp":
         return
     from source.generation.model_catalog import load_catalog

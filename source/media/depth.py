@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from source.errors import InvalidInput, TransientError
+from source.settings import settings
 
 # name -> Hugging Face Hub repo id. "tiny-depth" is a random-weight model built locally (tests, demos).
 DEPTH_MODELS: dict[str, str] = {
@@ -57,8 +58,7 @@ def canonical_depth_model(name: str | None) -> str:
 
 # ----------------------------------------------------------------------------- tiny model
 def _tiny_root() -> Path:
-    d = Path(os.environ.get("HEADLESS_MODEL_CACHE") or (Path.home() / ".cache" / "headless-wan" / "models"))
-    d = d.expanduser() / "tiny"
+    d = settings().model_cache / "tiny"  # the one model cache default lives in Settings
     d.mkdir(parents=True, exist_ok=True)
     return d
 
