@@ -69,10 +69,9 @@ def test_protected_columns_are_the_workers_alone(sb):
     _insert_as(sb, "authenticated", USER_A, "pa", "a1")
     for column, value in [("status", "Complete"), ("worker_id", "me"), ("lease_expires_at", "2030-01-01"),
                           ("attempts", 0), ("output_location", "x"), ("generation_started_at", "2030-01-01")]:
-        def update():
-            with as_role(sb, "authenticated", USER_A):
-                sb.execute(f"UPDATE tasks SET {column} = %s WHERE id = 'a1'", (value,))
-        assert _sqlstate(update) == "42501", column
+        statement = f"UPDATE tasks SET {column} = %s WHERE id = 'a1' RETURNING id"
+        assert _sqlstate(lambda s=statement, v=value: _run_as(sb, "authenticated", USER_A, s, (v,))) == "42501", \
+            column
     assert _sqlstate(lambda: _insert_as(sb, "authenticated", USER_A, "pa", "a2", worker_id="me")) == "42501"
     assert _sqlstate(lambda: _insert_as(sb, "authenticated", USER_A, "pa", "a3", status="Complete")) == "42501"
     _insert_as(sb, "authenticated", USER_A, "pa", "a4", status="Queued")  # the seed app names it: fine
