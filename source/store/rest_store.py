@@ -57,14 +57,14 @@ class SupabaseRestStore:
             options = ClientOptions(postgrest_client_timeout=int(timeout_s), auto_refresh_token=False,
                                     persist_session=False)
             self._client = create_client(self.url, api_key, options=options)
-        except Exception as exc:  # supabase-py refuses malformed keys itself
+        except Exception as exc:  # noqa: BLE001 - supabase-py refuses malformed keys itself
             raise WorkerRefused(f"the Supabase key was refused by the client: {type(exc).__name__}") from None
 
     # ------------------------------------------------------------------ calls
-    def _rpc(self, name: str, params: dict[str, Any]) -> Any:
+    def _rpc(self, name: str, params: dict[str, Any], *, scoped: bool = True) -> Any:
         from postgrest.exceptions import APIError
 
-        if self._token is not None:
+        if self._token is not None and scoped:
             params = {**params, "p_token": self._token}
         try:
             return self._client.rpc(name, params).execute().data
@@ -87,7 +87,8 @@ class SupabaseRestStore:
         import httpx
 
         try:
-            version = self._rpc("worker_api_version", {})
+            version = self._rpc("worker_api_version", {}, scoped=False)
+            self._rpc("worker_counts", {"p_types": None})  # the key or token itself is accepted
         except (httpx.TransportError, ConnectionError) as exc:
             raise WorkerRefused(f"cannot reach Supabase at {self.url}: {type(exc).__name__}") from None
         if version != API_VERSION:
