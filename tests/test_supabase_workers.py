@@ -4,6 +4,7 @@ their revocation, and the refusals that must stop a worker with exit code 2 and 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
