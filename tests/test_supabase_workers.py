@@ -5,6 +5,7 @@ their revocation, and the refusals that must stop a worker with exit code 2 and 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -140,3 +141,36 @@ def test_refusals_exit_2_with_one_line_and_no_secret(project, pg_cluster, tmp_pa
             _no_secret_in([done.stderr, done.stdout], token, project.anon_key)
     finally:
         bare.stop()
+
+
+def test_a_travel_job_runs_on_two_rest_workers_with_no_shared_disk(project, tmp_path, tiny_models):
+    from source.media.video_io import probe_video
+    from tests.test_e2e_travel import SAMPLES, payload
+
+    images = tmp_path / "inputs"
+    shutil.copytree(SAMPLES / "images", images)
+    with psycopg.connect(project.db_url, autocommit=True) as conn:  # the operator's choice: public URLs
+        conn.execute("UPDATE storage.buckets SET public = true WHERE id = 'image_uploads'")
+    task_type, params = payload("travel_independent.json", images)
+    params["frames"] = 13
+    _insert(project, [{"id": "travel", "task_type": task_type, "params": params, "project_id": "pa"}])
+    workers = [_rest_worker(project, tmp_path, f"gpu{i}", project.service_key, "--exit-when-idle",
+                            "--input-root", str(images), "--allow-private-urls") for i in range(2)]
+    try:
+        assert [w.wait(300) for w in workers] == [0, 0], [w.stderr_tail() for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    with psycopg.connect(project.db_url) as conn:
+        status, location, error = conn.execute(
+            "SELECT status, output_location, error_message FROM tasks WHERE id = 'travel'").fetchone()
+        children = conn.execute("SELECT id, task_type, worker_id, output_location FROM tasks"
+                                " WHERE parent_task_id = 'travel'").fetchall()
+    assert status == "Complete", error
+    assert location.startswith(project.url + "/storage/v1/object/public/image_uploads/pa/")
+    segments = {c[0] for c in children if c[1] == "travel_segment"}
+    ran_on = {e["worker_id"] for w in workers for e in w.events("task_completed") if e["task_id"] in segments}
+    assert ran_on == {"gpu0", "gpu1"}, "segments ran on both workers"
+    name = location.split("/public/image_uploads/", 1)[1]
+    info = probe_video(project.storage_dir / "image_uploads" / name)
+    assert info.frames == 3 * 13 - 2 * 1
