@@ -61,6 +61,11 @@ def test_a_user_works_only_in_their_own_projects(sb):
     with as_role(sb, "anon"):
         assert sb.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
         assert sb.execute("SELECT count(*) FROM projects").fetchone()[0] == 0
+    # A new project is the signed-in user's by default; naming another owner is refused.
+    assert _run_as(sb, "authenticated", USER_A, "INSERT INTO projects (name) VALUES ('film') RETURNING user_id")[0][0] \
+        == uuid.UUID(USER_A)
+    assert _sqlstate(lambda: _run_as(sb, "authenticated", USER_A, "INSERT INTO projects (user_id) VALUES (%s)",
+                                     (USER_B,))) == "42501"
     # A depends-on pointing into someone else's project is refused too.
     assert _sqlstate(lambda: _insert_as(sb, "authenticated", USER_A, "pa", "a3", dependant_on="b1")) == "42501"
 

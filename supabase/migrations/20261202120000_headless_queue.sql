@@ -7,7 +7,7 @@
 -- Projects, as the seed's app has them: a task belongs to a project, a project to a user.
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY DEFAULT gen_random_uuid()::text,
-    user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+    user_id uuid NOT NULL DEFAULT auth.uid() REFERENCES auth.users (id) ON DELETE CASCADE,
     name TEXT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
