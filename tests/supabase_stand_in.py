@@ -321,7 +321,10 @@ def make_handler(stand_in: StandIn):
                     return self._storage(method, path[len("/storage/v1/"):], query, raw)
                 raise HttpError(404, {"message": "not found"})
             except HttpError as exc:
-                self._reply(exc.status, exc.body)
+                body = exc.body
+                if self.path.startswith("/rest/v1/"):  # PostgREST's error object always has all four
+                    body = {"code": None, "message": None, "details": None, "hint": None, **body}
+                self._reply(exc.status, body)
 
         def _rest(self, method, rest, query, raw):
             claims = stand_in.claims_of(self.headers)

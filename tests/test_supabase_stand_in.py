@@ -58,7 +58,7 @@ def test_a_bad_key_is_refused(project):
     from supabase import create_client
 
     forged = create_client(project.url, project.anon_key[:-4] + "AAAA")
-    assert _code(lambda: forged.table("tasks").select("*").execute()) in ("PGRST301", 401)
+    assert _code(lambda: forged.table("tasks").select("*").execute()) == "PGRST301"
 
 
 def test_storage_objects_private_signed_and_owned(project, tmp_path):

@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
@@ -129,6 +131,10 @@ def test_refusals_exit_2_with_one_line_and_no_secret(project, pg_cluster, tmp_pa
         "nothing there": ("http://127.0.0.1:9", project.service_key, "cannot reach Supabase"),
         "revoked token": (project.url, "hwt_" + "0" * 64, "worker token is invalid or revoked"),
     }
+    web = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)  # a web server, not Supabase
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    cases["a web server"] = (f"http://127.0.0.1:{web.server_address[1]}", project.service_key,
+                             "without PostgREST's JSON")
     bare = start_project(pg_cluster.create_database("nomigrations"), tmp_path / "bare", migrations=False)
     try:
         cases["missing migration"] = (bare.url, bare.service_key, "apply supabase/migrations")
@@ -141,6 +147,7 @@ def test_refusals_exit_2_with_one_line_and_no_secret(project, pg_cluster, tmp_pa
             _no_secret_in([done.stderr, done.stdout], token, project.anon_key)
     finally:
         bare.stop()
+        web.shutdown()
 
 
 def test_a_travel_job_runs_on_two_rest_workers_with_no_shared_disk(project, tmp_path, tiny_models):

@@ -27,6 +27,11 @@ T = TypeVar("T")
 API_VERSION = 1  # worker_api_version() of supabase/migrations/ this worker speaks
 
 
+class NotPostgrest(ConnectionError):
+    """A reply that is not PostgREST's (an HTML error page): at start, not a Supabase project; later, a
+    proxy in trouble, retried like any outage."""
+
+
 class WorkerRefused(Exception):
     """The project refused this worker (wrong key, revoked token, missing migration, not Supabase):
     retrying cannot help, the worker stops with exit code 2 and this one-line message."""
@@ -70,6 +75,8 @@ class SupabaseRestStore:
             return self._client.rpc(name, params).execute().data
         except APIError as exc:
             code = str(exc.code or "")
+            if exc.message == "JSON could not be generated":  # supabase-py's words for a non-JSON reply
+                raise NotPostgrest(f"{self.url} answered HTTP {code} without PostgREST's JSON") from None
             if code.startswith("28") or code in ("401", "PGRST301", "PGRST302") or \
                     (code == "42501" and name.startswith("worker_")):
                 raise WorkerRefused(f"Supabase refused the worker's key or token ({code}): {exc.message}") from None
@@ -89,6 +96,8 @@ class SupabaseRestStore:
         try:
             version = self._rpc("worker_api_version", {}, scoped=False)
             self._rpc("worker_counts", {"p_types": None})  # the key or token itself is accepted
+        except NotPostgrest as exc:
+            raise WorkerRefused(f"{exc}: is --supabase-url the project's URL (https://<ref>.supabase.co)?") from None
         except (httpx.TransportError, ConnectionError) as exc:
             raise WorkerRefused(f"cannot reach Supabase at {self.url}: {type(exc).__name__}") from None
         if version != API_VERSION:
