@@ -181,3 +181,21 @@ def test_a_travel_job_runs_on_two_rest_workers_with_no_shared_disk(project, tmp_
     name = location.split("/public/image_uploads/", 1)[1]
     info = probe_video(project.storage_dir / "image_uploads" / name)
     assert info.frames == 3 * 13 - 2 * 1
+
+
+def test_an_app_cancels_a_running_task_and_its_dependent_through_rest(project, tmp_path):
+    a = project.client(project.anon_key, project.key("authenticated", project.users["a"]))
+    a.table("tasks").insert({"id": "long", "task_type": "noop", "params": {"seconds": 60},
+                             "project_id": "pa"}).execute()
+    a.table("tasks").insert({"id": "after", "task_type": "noop", "params": {}, "project_id": "pa",
+                             "dependant_on": "long"}).execute()
+    worker = _rest_worker(project, tmp_path, "w", project.service_key, "--exit-when-idle", "--lease-seconds", "3")
+    try:
+        worker.wait_for_event("task_claimed", lambda e: e["task_id"] == "long", timeout=60)
+        assert a.rpc("cancel_task", {"p_id": "long"}).execute().data == "In Progress"  # asked to stop
+        assert worker.wait(60) == 0, worker.stderr_tail()
+    finally:
+        worker.stop()
+    rows = {r["id"]: r for r in a.table("tasks").select("id, status, error_message").execute().data}
+    assert rows["long"]["status"] == "Cancelled"
+    assert rows["after"]["status"] == "Cancelled" and "long" in rows["after"]["error_message"]
