@@ -199,3 +199,23 @@ def test_an_app_cancels_a_running_task_and_its_dependent_through_rest(project, t
     rows = {r["id"]: r for r in a.table("tasks").select("id, status, error_message").execute().data}
     assert rows["long"]["status"] == "Cancelled"
     assert rows["after"]["status"] == "Cancelled" and "long" in rows["after"]["error_message"]
+
+
+def test_retries_with_backoff_then_failure_propagates_through_rest(project, tmp_path):
+    _insert(project, [{"id": "flaky", "task_type": "noop", "params": {"transient": True}, "project_id": "pa",
+                       "max_attempts": 2}])
+    _insert(project, [{"id": "child", "task_type": "noop", "params": {}, "project_id": "pa",
+                       "dependant_on": "flaky"}])
+    worker = _rest_worker(project, tmp_path, "w", project.service_key, "--exit-when-idle",
+                          "--retry-base-seconds", "0.3")
+    try:
+        assert worker.wait(120) == 0, worker.stderr_tail()
+    finally:
+        worker.stop()
+    assert [e["task_id"] for e in worker.events("task_retry_scheduled")] == ["flaky"]
+    claims = [e["attempt"] for e in worker.events("task_claimed") if e["task_id"] == "flaky"]
+    assert claims == [1, 2]
+    rows = _rows(project)
+    assert rows["flaky"][:2] == ("Failed", 2)
+    assert rows["child"][0] == "Failed"  # never ran: its parent failed
+    assert "child" not in [e["task_id"] for e in worker.events("task_claimed")]
