@@ -14,7 +14,8 @@ the table's policies), and only the object bytes live on disk.
 Supported: table GET (select=, column=op.value filters with eq/neq/gt/gte/lt/lte/is/in, order, limit,
 offset), POST (insert; Prefer: return=representation, resolution=ignore-duplicates|merge-duplicates with
 on_conflict=), PATCH and DELETE with filters; POST /rest/v1/rpc/<function>; Storage upload (POST/PUT,
-multipart, x-upsert), authenticated download, public download, signed URLs (create and fetch).
+multipart, x-upsert), authenticated download (also /object/authenticated/), public download, signed URLs
+(create and fetch), bucket details.
 """
 
 from __future__ import annotations
@@ -283,6 +284,12 @@ class StandIn:
             return None if row is None else (row[0] or "application/octet-stream")
         return self.run(claims, look)
 
+    def bucket(self, claims, bucket_id) -> dict | None:
+        def look(cur):  # storage.buckets has RLS and no policy: the service role sees them, as in Supabase
+            row = cur.execute("SELECT to_jsonb(b) FROM storage.buckets b WHERE id = %s", (bucket_id,)).fetchone()
+            return None if row is None else {**row[0], "owner": row[0].get("owner") or ""}
+        return self.run(claims, look)
+
     def public_object(self, bucket, name) -> str | None:
         def look(cur):  # a public bucket's objects need no policy: read as the service role, as Storage does
             row = cur.execute("SELECT o.metadata->>'mimetype' FROM storage.objects o JOIN storage.buckets b"
@@ -382,7 +389,14 @@ def make_handler(stand_in: StandIn):
                     data, kind = raw, self.headers.get("Content-Type") or "application/octet-stream"
                 upsert = method == "PUT" or self.headers.get("x-upsert") == "true"
                 return self._reply(200, stand_in.upload(claims, bucket, name, data, kind, upsert))
+            if rest.startswith("bucket/") and method == "GET":
+                found = stand_in.bucket(claims, unquote(rest[len("bucket/"):]))
+                if found is None:
+                    raise HttpError(400, {"statusCode": "404", "error": "Bucket not found",
+                                          "message": "Bucket not found"})
+                return self._reply(200, found)
             if rest.startswith("object/") and method == "GET":
+                rest = rest.replace("object/authenticated/", "object/", 1)  # the same read, named explicitly
                 bucket, _, name = unquote(rest[len("object/"):]).partition("/")
                 kind = stand_in.visible(claims, bucket, name)
                 if kind is None:

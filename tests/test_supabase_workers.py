@@ -151,13 +151,13 @@ def test_refusals_exit_2_with_one_line_and_no_secret(project, pg_cluster, tmp_pa
 
 
 def test_a_travel_job_runs_on_two_rest_workers_with_no_shared_disk(project, tmp_path, tiny_models):
+    """Segments on two hosts (separate output folders), outputs in a private bucket; the stitch fetches
+    the other host's segment from Storage by a signed URL."""
     from source.media.video_io import probe_video
     from tests.test_e2e_travel import SAMPLES, payload
 
     images = tmp_path / "inputs"
     shutil.copytree(SAMPLES / "images", images)
-    with psycopg.connect(project.db_url, autocommit=True) as conn:  # the operator's choice: public URLs
-        conn.execute("UPDATE storage.buckets SET public = true WHERE id = 'image_uploads'")
     task_type, params = payload("travel_independent.json", images)
     params["frames"] = 13
     _insert(project, [{"id": "travel", "task_type": task_type, "params": params, "project_id": "pa"}])
@@ -174,11 +174,12 @@ def test_a_travel_job_runs_on_two_rest_workers_with_no_shared_disk(project, tmp_
         children = conn.execute("SELECT id, task_type, worker_id, output_location FROM tasks"
                                 " WHERE parent_task_id = 'travel'").fetchall()
     assert status == "Complete", error
-    assert location.startswith(project.url + "/storage/v1/object/public/image_uploads/pa/")
+    # A private bucket (the default): the URL needs a session or a signature; the stitch got signed URLs.
+    assert location.startswith(project.url + "/storage/v1/object/authenticated/image_uploads/pa/")
     segments = {c[0] for c in children if c[1] == "travel_segment"}
     ran_on = {e["worker_id"] for w in workers for e in w.events("task_completed") if e["task_id"] in segments}
     assert ran_on == {"gpu0", "gpu1"}, "segments ran on both workers"
-    name = location.split("/public/image_uploads/", 1)[1]
+    name = location.split("/authenticated/image_uploads/", 1)[1]
     info = probe_video(project.storage_dir / "image_uploads" / name)
     assert info.frames == 3 * 13 - 2 * 1
 

@@ -25,6 +25,7 @@ from source.task_context import ChildTask, child_task_id
 
 T = TypeVar("T")
 API_VERSION = 1  # worker_api_version() of supabase/migrations/ this worker speaks
+SIGNED_URL_SECONDS = 3600  # long enough for a download to start after the lookup
 
 
 class NotPostgrest(ConnectionError):
@@ -207,7 +208,18 @@ class SupabaseRestStore:
         return [{"status": status, "task_type": task_type}] * min(n, limit)
 
     def output_of(self, task_id: str) -> str | None:
-        return self._rpc("worker_output_of", {"p_id": task_id})
+        """Another task's output. An object of a private bucket of this project comes back as a short-lived
+        signed URL, so the bounded downloader fetches it like any URL, on any host."""
+        location = self._rpc("worker_output_of", {"p_id": task_id})
+        prefix = f"{self.url}/storage/v1/object/authenticated/"
+        if not (isinstance(location, str) and location.startswith(prefix)):
+            return location
+        bucket, _, name = location[len(prefix):].partition("/")
+        try:
+            return self._client.storage.from_(bucket).create_signed_url(name, SIGNED_URL_SECONDS)["signedURL"]
+        except Exception as exc:  # noqa: BLE001 - a personal token cannot sign; network: retried as a task
+            raise StoreError(f"could not sign a URL for task {task_id}'s output in bucket {bucket!r}: "
+                             f"{type(exc).__name__}") from None
 
     def cache_get(self, key: str) -> str | None:
         return self._rpc("worker_cache_get", {"p_key": key})
