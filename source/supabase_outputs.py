@@ -97,7 +97,7 @@ class SupabaseOutputs:
         if self._public is None:
             try:
                 self._public = bool(self._storage.get_bucket(self.config.bucket).public)
-            except Exception as exc:  # noqa: BLE001 - network or a refused key: the upload is retried
+            except Exception as exc:  # network or a refused key: the upload is retried
                 raise TransientError(f"could not read bucket {self.config.bucket!r} of Supabase Storage: "
                                      f"{type(exc).__name__}: {exc}") from exc
         if self._public:
