@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supabase-access-token", default=None,
                    help="service-role key (all projects) or personal worker token (hwt_..., its owner's "
                         "projects) for the HTTP API (prefer $SUPABASE_ACCESS_TOKEN: a flag is visible in `ps`)")
+    p.add_argument("--supabase-anon-key", default=None,
+                   help="the project's anon key, sent with a personal worker token (default $SUPABASE_ANON_KEY)")
     p.add_argument("--storage-bucket", default=None,
                    help="Storage bucket for outputs (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
     return p.parse_args(argv)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         config.listen = False  # REST workers poll (short idle poll; no direct connection to LISTEN on)
         try:
-            store = SupabaseRestStore(rest[0], rest[1], anon_key=args.supabase_key or cfg.supabase_anon_key)
+            store = SupabaseRestStore(rest[0], rest[1],
+                                      anon_key=args.supabase_anon_key or args.supabase_key or cfg.supabase_anon_key)
             store.check()
         except WorkerRefused as exc:
             return _refused(log, exc)
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 def _rest_mode(args: argparse.Namespace, cfg: Settings) -> tuple[str, str] | None:
     """(URL, access token) when the worker runs over Supabase's HTTP API, else None."""
     db_type = args.db_type or cfg.db_type
-    token = args.supabase_access_token or cfg.supabase_access_token
+    # As the seed: the access token, else the service key from the environment.
+    token = args.supabase_access_token or cfg.supabase_access_token or cfg.supabase_key
     if db_type != "supabase" and not (args.supabase_access_token and not args.db):
         return None
     url = args.supabase_url or cfg.supabase_url

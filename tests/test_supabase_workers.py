@@ -34,6 +34,14 @@ def _rest_worker(project, tmp_path, name, token, *args, env=None):
                          worker_id=name, env={"SUPABASE_ACCESS_TOKEN": token, **(env or {})})
 
 
+def _seed_env_worker(project, tmp_path, name, *args):
+    """Configured only as the seed's .env does: DB_TYPE, SUPABASE_URL, SUPABASE_SERVICE_KEY."""
+    return WorkerProcess(None, tmp_path / "logs", "--output-dir", str(tmp_path / f"out-{name}"),
+                         "--poll-interval", "0.2", *args, worker_id=name,
+                         env={"DB_TYPE": "supabase", "SUPABASE_URL": project.url,
+                              "SUPABASE_SERVICE_KEY": project.service_key})
+
+
 def _insert(project, rows):
     project.client(project.service_key).table("tasks").insert(rows).execute()
 
@@ -207,8 +215,7 @@ def test_retries_with_backoff_then_failure_propagates_through_rest(project, tmp_
                        "max_attempts": 2}])
     _insert(project, [{"id": "child", "task_type": "noop", "params": {}, "project_id": "pa",
                        "dependant_on": "flaky"}])
-    worker = _rest_worker(project, tmp_path, "w", project.service_key, "--exit-when-idle",
-                          "--retry-base-seconds", "0.3")
+    worker = _seed_env_worker(project, tmp_path, "w", "--exit-when-idle", "--retry-base-seconds", "0.3")
     try:
         assert worker.wait(120) == 0, worker.stderr_tail()
     finally:
