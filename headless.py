@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -79,7 +78,8 @@ def build_settings(args: argparse.Namespace, env: Settings) -> Settings:
     """Flags over the environment, read once; the samples folder is always a readable input root."""
     roots = [REPO / "samples", *args.input_root, *env.input_roots]
     return env.replace(db_url=args.db or env.db_url, output_dir=args.output_dir or env.output_dir,
-                       input_roots=tuple(dict.fromkeys(r.resolve() for r in roots)))
+                       input_roots=tuple(dict.fromkeys(r.resolve() for r in roots)),
+                       allow_private_urls="1" if args.allow_private_urls else env.allow_private_urls)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             log.emit("worker_stopped", reason="database unavailable", database=redact_url(cfg.db_url),
                      error=f"{type(exc).__name__}: {exc}"[:500])
             return 2
-    if args.allow_private_urls:  # read by source.downloads.DownloadLimits (one home for the rule)
-        os.environ["HEADLESS_ALLOW_PRIVATE_URLS"] = "1"
-    try:
-        private_networks_from(os.environ.get("HEADLESS_ALLOW_PRIVATE_URLS"))
+    try:  # read by source.downloads.DownloadLimits (one home for the rule)
+        private_networks_from(cfg.allow_private_urls)
     except ValueError as exc:  # a typo here must stop the worker at start, not fail every download
         log.emit("worker_stopped", reason="invalid download settings", error=str(exc)[:300])
         store.close()

@@ -3,9 +3,9 @@
 Every hop (the first URL and each redirect) is checked before anything is sent to it: the scheme must be
 allowed (http/https), the host must be in the allow-list when there is one, and unless the operator allows
 it (`--allow-private-urls` / HEADLESS_ALLOW_PRIVATE_URLS=1, or a list of networks, for a LAN file server)
-every address the host resolves to must be a public one: loopback, private, link-local (the cloud metadata address 169.254.169.254),
-shared, reserved and multicast targets are refused. The connection then goes to the address that was
-checked, so a second DNS answer cannot swap in a private one. Proxy variables are therefore not used here.
+every address the host resolves to must be a public one: loopback, private, link-local (the cloud
+metadata address 169.254.169.254), shared, reserved and multicast targets are refused. The connection then
+goes to the address that was checked, so a second DNS answer cannot swap in a private one. Proxy variables are therefore not used here.
 
 The time limit is a deadline on the whole attempt, enforced on the socket: reads return as soon as any bytes
 arrive, and a watchdog shuts the socket down when the deadline passes or the task is cancelled (its own time
@@ -32,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from source.event_log import mask_url
 from source.errors import InvalidInput, TaskCancelled, TransientError
+from source.event_log import mask_url
+from source.settings import settings
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
@@ -67,12 +68,12 @@ class DownloadLimits:
     """What a download may do. Defaults come from the environment when the limits are made (see README)."""
 
     schemes: tuple[str, ...] = ("https", "http")
-    max_bytes: int = field(default_factory=lambda: int(os.environ.get("HEADLESS_MAX_DOWNLOAD_BYTES") or 2 * 1024**3))
-    timeout_s: float = field(default_factory=lambda: float(os.environ.get("HEADLESS_DOWNLOAD_TIMEOUT_S") or 120))
+    max_bytes: int = field(default_factory=lambda: settings().max_download_bytes)
+    timeout_s: float = field(default_factory=lambda: settings().download_timeout_s)
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)  # empty: any host
     # Non-public networks that may be fetched from (see private_networks_from); empty: none.
     private_networks: tuple[Network, ...] = field(
-        default_factory=lambda: private_networks_from(os.environ.get("HEADLESS_ALLOW_PRIVATE_URLS")))
+        default_factory=lambda: private_networks_from(settings().allow_private_urls))
 
 
 def is_url(ref: str) -> bool:

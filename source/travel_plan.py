@@ -10,7 +10,13 @@ Two payload shapes are accepted and normalised into one `TravelPlan`:
 
 Frame arithmetic (one place, used by the orchestrator, the segments and the stitch):
 
-- a segment's length L is quantised to 4n+1 (`4*floor(L/4)+1`, the seed's rule: 80->81, 83->81, 84->85);
+- a segment's length L is quantised to 4n+1 and the resolution to multiples of 16 by the one home of those
+  rules, source.video_geometry (`4*floor(L/4)+1`: 80->81, 83->81, 84->85; 830x480 -> 832x480); every
+  change is recorded in `TravelPlan.adjustments` as {what: [asked, used]} and ends up in the result;
+- N segments need N+1 anchor images (N when continuing a video: image i ends segment i). One image fewer is
+  accepted, as the seed ran it: the last segment has no end image and continues freely from its start
+  (its guide ends in grey frames the mask leaves to the model; an I2V model gets its start image only; a
+  first-last-frame model cannot do without the end image and is refused). Extra images are not used (recorded). So a single image makes a valid one-segment travel;
 - there is exactly one overlap per join: N-1 joins from scratch, N when continuing a video (the continued
   video is "segment -1" with its real frame count; the seed kept only N-1 there, bug E.17);
 - chained (VACE) overlaps are even; every overlap is at most the length of both its neighbours, and a
@@ -24,13 +30,13 @@ their neighbours); the canonical payload is checked strictly, with a message for
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.errors import InvalidInput
+from source.video_geometry import format_resolution, model_resolution, wan_frame_count
 
 MIN_SEGMENT_FRAMES = 5
 MAX_SEGMENT_FRAMES = 1025
@@ -42,11 +48,6 @@ Mode = Literal["chained", "independent"]
 
 
 # ----------------------------------------------------------------------------------------- arithmetic
-def quantise_length(frames: int) -> int:
-    """The seed's 4n+1 rule: 4*floor(L/4)+1 (80->81, 83->81, 84->85)."""
-    return 4 * (int(frames) // 4) + 1
-
-
 def clamp_overlaps(lengths: Sequence[int], overlaps: Sequence[int], *, even: bool = True) -> list[int]:
     """Lenient overlap quantisation (the seed's, made consistent): one overlap per join between
     consecutive `lengths`; each is made >= 0, even (when `even`), at most both neighbours' lengths,
@@ -71,26 +72,27 @@ def final_length(lengths: Sequence[int], overlaps: Sequence[int]) -> int:
 
 
 def parse_resolution(value: Any, *, what: str = "resolution") -> tuple[int, int]:
-    """'WxH' (or [W, H]) -> (W, H), floored to multiples of 16 like the seed."""
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        w, h = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[xX*,]\s*\d+\s*", value):
-        w, h = re.split(r"[xX*,]", value.strip())
-    else:
-        raise InvalidInput(f"{what} must look like '512x288' (width x height), got {value!r}")
+    """'WxH' (or [W, H]) -> the size the model renders (source.video_geometry, nearest multiples of 16)."""
+    return model_resolution(value, what=what)
+
+
+def check_model(model: str, *, what: str = "model", kinds: Sequence[str] | None = None, hint: str = "") -> None:
+    """Fail an orchestrator (not its children later) for a model the catalog does not know, or one of the
+    wrong kind. The Wan2GP engine passes unknown model types through, so it is not checked there."""
+    from source.settings import settings
+
+    engine = settings().engine
+    if engine == "wan2gp":
+        return
+    from source.generation.model_catalog import load_catalog
+
     try:
-        w, h = int(w), int(h)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what} must look like '512x288' (width x height), got {value!r}") from None
-    if w < 16 or h < 16:
-        raise InvalidInput(f"{what} {w}x{h} is too small: each side must be at least 16 pixels")
-    if w > 4096 or h > 4096:
-        raise InvalidInput(f"{what} {w}x{h} is too large: each side must be at most 4096 pixels")
-    return (w // 16) * 16, (h // 16) * 16
-
-
-def format_resolution(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
+        spec = load_catalog().resolve(model)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{what}: {exc}") from None
+    if kinds is not None and spec.kind not in kinds:
+        raise InvalidInput(f"{what} {model!r} is a {spec.kind} model; {hint or 'it cannot do this step'} "
+                           f"(kinds that can: {', '.join(kinds)})")
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -135,11 +137,9 @@ class SeedOrchestratorDetails(_Loose):
     model_name: str
     seed_base: int = DEFAULT_SEED_BASE
     use_causvid_lora: bool = False
-    apply_causvid: bool = False
     use_lighti2x_lora: bool = False
     additional_loras: dict[str, float] | None = None
     num_inference_steps: int | None = None
-    steps: int | None = None
     guidance_scale: float | None = None
     flow_shift: float | None = None
     fps_helpers: float = DEFAULT_FPS
@@ -153,8 +153,7 @@ class SeedOrchestratorDetails(_Loose):
     vace_image_refs_to_prepare_by_headless: list[dict[str, Any]] | None = None
     debug_mode_enabled: bool = False
     skip_cleanup_enabled: bool = False
-    # seed-only extras a client may still send; not used by the chained travel here
-    travel_mode: str | None = None
+    travel_mode: str | None = None  # the peer's later "chained" / "independent" choice
 
 
 class SeedTravelParams(_Loose):
@@ -169,6 +168,7 @@ class TravelParams(_Loose):
     """Canonical `travel_between_images` params. Per-segment values take one value (for all) or a list."""
 
     images: list[str]
+    num_segments: int | None = None  # default: one per pair of images (one per image when continuing)
     prompts: StrOrList | None = None
     prompt: str | None = None
     negative_prompts: StrOrList | None = None
@@ -215,7 +215,7 @@ class SegmentPlan:
     negative_prompt: str
     seed: int
     start_image: str | None       # None: starts from the continued video's last frame
-    end_image: str
+    end_image: str | None         # None: the last segment continues freely (one image fewer than segments+1)
     image_refs: tuple[str, ...] = ()
 
 
@@ -238,9 +238,8 @@ class TravelPlan:
     run_id: str | None = None
     generation: dict[str, Any] = field(default_factory=dict)  # steps, guidance, LoRAs... for every segment
     guide_adjustments: dict[str, float] = field(default_factory=dict)
-    adjustments: list[str] = field(default_factory=list)      # what was changed from the request, for logs
+    adjustments: dict[str, Any] = field(default_factory=dict)  # {what: [asked, used]}, recorded in the result
     source_format: str = "canonical"
-    ignored_keys: list[str] = field(default_factory=list)     # canonical params this planner does not know
 
     @property
     def lengths(self) -> list[int]:
@@ -308,7 +307,7 @@ def _seed_list(seed: Any, n: int, problems: list[str]) -> list[int]:
     return [seed if seed < 0 else seed + i for i in range(n)]
 
 
-def _check_lengths(raw: list[Any], problems: list[str]) -> list[int]:
+def _check_lengths(raw: list[Any], problems: list[str], adjustments: dict, what: str) -> list[int]:
     lengths = []
     for i, value in enumerate(raw):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -319,8 +318,28 @@ def _check_lengths(raw: list[Any], problems: list[str]) -> list[int]:
             problems.append(f"frames of segment {i} is {value}; a segment needs at least {MIN_SEGMENT_FRAMES} frames")
         elif value > MAX_SEGMENT_FRAMES:
             problems.append(f"frames of segment {i} is {value}; at most {MAX_SEGMENT_FRAMES} are allowed")
-        lengths.append(max(MIN_SEGMENT_FRAMES, min(MAX_SEGMENT_FRAMES, quantise_length(value))))
+        else:
+            lengths.append(wan_frame_count(value, adjustments, what=f"{what}[{i}]", maximum=MAX_SEGMENT_FRAMES))
+            continue
+        lengths.append(MIN_SEGMENT_FRAMES)
     return lengths
+
+
+def _segment_images(images: list[str], n: int, continuing: bool, problems: list[str], adjustments: dict,
+                    what: str) -> list[str]:
+    """The anchor images the n segments use: n+1 (n when continuing); one fewer leaves the last segment
+    without an end image; extra ones are not used."""
+    need = n if continuing else n + 1
+    if len(images) > need:
+        adjustments[what] = [len(images), need]  # images beyond the segments' anchors are not used
+        return images[:need]
+    if len(images) < need - 1 or not images:
+        cont = "continuing a video " if continuing else ""
+        problems.append(f"{what} has {len(images)} image{'' if len(images) == 1 else 's'} but {n} segment"
+                        f"{'' if n == 1 else 's'} {cont}need {need} (or {need - 1}: the last segment then has no "
+                        f"end image and continues freely)" if need > 1 else
+                        f"{what} has no images; a segment needs at least its end image")
+    return images
 
 
 def _strict_overlaps(lengths: list[int], overlaps: list[int], *, even: bool, first_is_video: bool,
@@ -374,15 +393,13 @@ def plan_travel(params: TravelParams | SeedTravelParams | dict, *, continue_fram
 def _common_checks(images: list[str], continuing: bool, continue_frames: int | None, problems: list[str]) -> None:
     if any(not isinstance(p, str) or not p.strip() for p in images):
         problems.append("every image must be a non-empty path or URL")
+    if not images:
+        problems.append("travel needs at least 1 image")
     if continuing:
-        if len(images) < 1:
-            problems.append("continuing a video needs at least 1 image (the end of the first new segment)")
         if continue_frames is None:
             raise ValueError("continue_frames is required when continuing a video")
         if continue_frames < 1:
             problems.append("the video to continue has no frames")
-    elif len(images) < 2:
-        problems.append(f"travel needs at least 2 images (got {len(images)}), or 1 image with a video to continue")
 
 
 def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id: str | None) -> TravelPlan:
@@ -390,14 +407,18 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
     continuing = bool(p.continue_from_video)
     images = list(p.images)
     _common_checks(images, continuing, continue_frames, problems)
-    n = len(images) if continuing else len(images) - 1
+    _raise(problems, "travel params")
+    n = p.num_segments if p.num_segments is not None else max(1, len(images) if continuing else len(images) - 1)
     if n < 1:
-        _raise(problems, "travel params")
+        raise InvalidInput(f"invalid travel params: num_segments is {n}; there is nothing to generate")
+    adjustments: dict[str, Any] = {}
+    images = _segment_images(images, n, continuing, problems, adjustments, "images")
     if n > MAX_SEGMENTS:
         problems.append(f"{n} segments requested; at most {MAX_SEGMENTS} are allowed")
     mode = p.mode or infer_mode(p.model)
     _check_model_mode(p.model, p.mode, mode, problems)
     mode = mode or "chained"
+    _check_free_end(p.model, mode, images, n, continuing, problems)
 
     if p.prompts is not None and p.prompt is not None:
         problems.append("give either prompt or prompts, not both")
@@ -405,7 +426,7 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
     negs = _expand("negative_prompts", p.negative_prompts if p.negative_prompts is not None else p.negative_prompt,
                    n, problems, default="")
     raw_lengths = _expand("frames", p.frames, n, problems)
-    lengths = _check_lengths(raw_lengths, problems)
+    lengths = _check_lengths(raw_lengths, problems, adjustments, "frames")
     joins = n - 1 + (1 if continuing else 0)
     raw_overlaps = _overlaps_for_joins("overlap", p.overlap, joins, n, problems, lenient=False,
                                        default=8 if mode == "chained" else 1)
@@ -416,14 +437,14 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
     if p.image_refs and mode == "independent":
         problems.append("image_refs (VACE reference images) need a VACE model in mode 'chained'")
     try:
-        resolution = parse_resolution(p.resolution)
+        resolution = model_resolution(p.resolution, adjustments)
     except InvalidInput as exc:
         problems.append(str(exc))
         resolution = (16, 16)
     upscale_to = None
     if p.upscale_to:
         try:
-            upscale_to = parse_resolution(p.upscale_to, what="upscale_to")
+            upscale_to = model_resolution(p.upscale_to, adjustments, what="upscale_to")
         except InvalidInput as exc:
             problems.append(str(exc))
     _check_scalars(p.fps, p.fps_multiplier, p.sharpen, problems)
@@ -431,12 +452,6 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
         problems.append(f"steps is {p.steps}; it must be at least 1")
     _raise(problems, "travel params")
 
-    adjustments = []
-    if isinstance(p.resolution, str) and format_resolution(resolution) != p.resolution.strip():
-        adjustments.append(f"resolution: {p.resolution} -> {format_resolution(resolution)} (multiples of 16)")
-    for i, (raw, q) in enumerate(zip(raw_lengths, lengths)):
-        if raw != q:
-            adjustments.append(f"frames of segment {i}: {raw} -> {q} (4n+1)")
     generation = {k: v for k, v in {
         "num_inference_steps": p.steps, "guidance_scale": p.guidance_scale, "flow_shift": p.flow_shift,
         "loras": p.loras, "use_causvid_lora": p.use_causvid_lora, "use_lighti2x_lora": p.use_lighti2x_lora,
@@ -448,8 +463,24 @@ def _plan_from_canonical(p: TravelParams, *, continue_frames: int | None, run_id
                   image_refs=[list(p.image_refs or [])] * n, colour_match=p.colour_match, sharpen=p.sharpen,
                   fps_multiplier=p.fps_multiplier, upscale_to=upscale_to, keep=p.keep_intermediates,
                   run_id=p.run_id or run_id, generation=generation, guide_adjustments={},
-                  adjustments=adjustments, source_format="canonical",
-                  ignored_keys=sorted(p.model_extra or {}))
+                  adjustments=adjustments, source_format="canonical")
+
+
+def _check_free_end(model: str, mode: str, images: list[str], n: int, continuing: bool,
+                    problems: list[str]) -> None:
+    """A first-last-frame (FLF2V) model cannot generate a segment without an end image (its image encoder
+    takes the pair); I2V models and VACE guides can."""
+    if mode != "independent" or len(images) >= (n if continuing else n + 1):
+        return
+    try:
+        from source.generation.model_catalog import load_catalog
+
+        spec = load_catalog().lookup(model)
+    except Exception:  # a broken user catalog: judge by the name (the bridge reports the catalog error)
+        spec = None
+    if (spec.kind if spec is not None else ("flf2v" if "flf2v" in model.lower() else None)) == "flf2v":
+        problems.append(f"segment {n - 1} has no end image, but {model!r} is a first-last-frame model that needs "
+                        f"one: give {n if continuing else n + 1} images, or use an I2V or VACE model")
 
 
 def _check_model_mode(model: str, requested: str | None, mode: str | None, problems: list[str]) -> None:
@@ -485,20 +516,19 @@ def _plan_from_seed(d: SeedOrchestratorDetails, *, continue_frames: int | None, 
     if n > MAX_SEGMENTS:
         problems.append(f"num_new_segments_to_generate is {n}; at most {MAX_SEGMENTS} are allowed")
     _common_checks(images, continuing, continue_frames, problems)
-    need = n if continuing else n + 1
-    if len(images) != need:
-        problems.append(f"input_image_paths_resolved has {len(images)} images but {n} segments "
-                        f"{'continuing a video ' if continuing else ''}need {need}")
+    adjustments: dict[str, Any] = {}
+    images = _segment_images(images, n, continuing, problems, adjustments, "input_image_paths_resolved")
     mode_req = d.travel_mode if d.travel_mode in ("chained", "independent") else None
     mode = mode_req or infer_mode(d.model_name)
     _check_model_mode(d.model_name, mode_req, mode, problems)
     mode = mode or "chained"
+    _check_free_end(d.model_name, mode, images, n, continuing, problems)
     if d.base_prompts_expanded is None:
         problems.append("base_prompts_expanded is missing (one prompt per segment)")
     prompts = _expand("base_prompts_expanded", d.base_prompts_expanded, n, problems, default="")
     negs = _expand("negative_prompts_expanded", d.negative_prompts_expanded, n, problems, default="")
     raw_lengths = _expand("segment_frames_expanded", d.segment_frames_expanded, n, problems)
-    lengths = _check_lengths(raw_lengths, problems)
+    lengths = _check_lengths(raw_lengths, problems, adjustments, "segment_frames_expanded")
     joins = n - 1 + (1 if continuing else 0)
     raw_overlaps = _overlaps_for_joins("frame_overlap_expanded", d.frame_overlap_expanded or None, joins, n,
                                        problems, lenient=True, default=0)
@@ -506,7 +536,7 @@ def _plan_from_seed(d: SeedOrchestratorDetails, *, continue_frames: int | None, 
         if o < 0:
             problems.append(f"frame_overlap_expanded[{j}] is {o}; it cannot be negative")
     try:
-        resolution = parse_resolution(d.parsed_resolution_wh, what="parsed_resolution_wh")
+        resolution = model_resolution(d.parsed_resolution_wh, adjustments, what="parsed_resolution_wh")
     except InvalidInput as exc:
         problems.append(str(exc))
         resolution = (16, 16)
@@ -515,18 +545,17 @@ def _plan_from_seed(d: SeedOrchestratorDetails, *, continue_frames: int | None, 
 
     pieces = ([continue_frames] if continuing else []) + lengths
     overlaps = clamp_overlaps(pieces, raw_overlaps, even=(mode == "chained"))
-    adjustments = [f"frames of segment {i}: {a} -> {b} (4n+1)" for i, (a, b) in enumerate(zip(raw_lengths, lengths))
-                   if a != b]
-    adjustments += [f"overlap {j}: {a} -> {b}" for j, (a, b) in enumerate(zip(raw_overlaps, overlaps)) if a != b]
+    adjustments.update({f"frame_overlap_expanded[{j}]": [a, b]
+                        for j, (a, b) in enumerate(zip(raw_overlaps, overlaps)) if a != b})
     upscale_to = None
     if d.upscale_factor and d.upscale_factor > 1:
         upscale_to = (int(round(resolution[0] * d.upscale_factor)) // 2 * 2,
                       int(round(resolution[1] * d.upscale_factor)) // 2 * 2)
-    steps = d.num_inference_steps if d.num_inference_steps is not None else d.steps
+    steps = d.num_inference_steps
     loras = [{"path": path, "multiplier": float(m)} for path, m in (d.additional_loras or {}).items()] or None
     generation = {k: v for k, v in {
         "num_inference_steps": steps, "guidance_scale": d.guidance_scale, "flow_shift": d.flow_shift,
-        "loras": loras, "use_causvid_lora": bool(d.use_causvid_lora or d.apply_causvid),
+        "loras": loras, "use_causvid_lora": bool(d.use_causvid_lora),
         "use_lighti2x_lora": d.use_lighti2x_lora,
     }.items() if v is not None}
     refs: list[list[str]] = [[] for _ in range(n)]
@@ -557,7 +586,7 @@ def _plan_from_seed(d: SeedOrchestratorDetails, *, continue_frames: int | None, 
 
 def _build(*, mode, model, resolution, fps, images, prompts, negs, lengths, overlaps, seeds, continue_from_video,
            continue_frames, image_refs, colour_match, sharpen, fps_multiplier, upscale_to, keep, run_id,
-           generation, guide_adjustments, adjustments, source_format, ignored_keys=()) -> TravelPlan:
+           generation, guide_adjustments, adjustments, source_format) -> TravelPlan:
     n = len(lengths)
     continuing = continue_from_video is not None
     # overlaps[j] joins piece j and j+1 of [video?] + segments; per segment: incoming and outgoing
@@ -565,10 +594,11 @@ def _build(*, mode, model, resolution, fps, images, prompts, negs, lengths, over
     seg_out = [(overlaps[i + 1] if continuing else overlaps[i]) if i < n - 1 else 0 for i in range(n)]
     segments = []
     for i in range(n):
+        # one image fewer than anchors needed: the last segment has no end image (it continues freely)
         if continuing:
-            start, end = (images[i - 1] if i > 0 else None), images[i]
+            start, end = (images[i - 1] if i > 0 else None), (images[i] if i < len(images) else None)
         else:
-            start, end = images[i], images[i + 1]
+            start, end = images[i], (images[i + 1] if i + 1 < len(images) else None)
         segments.append(SegmentPlan(
             index=i, key=f"seg-{i:03d}", frames=lengths[i], overlap_prev=seg_in[i], overlap_next=seg_out[i],
             prompt=str(prompts[i] or ""), negative_prompt=str(negs[i] or ""), seed=int(seeds[i]),
@@ -578,4 +608,4 @@ def _build(*, mode, model, resolution, fps, images, prompts, negs, lengths, over
                       continue_frames=continue_frames, colour_match=colour_match, sharpen=float(sharpen),
                       fps_multiplier=int(fps_multiplier), upscale_to=upscale_to, keep_intermediates=keep,
                       run_id=run_id, generation=generation, guide_adjustments=guide_adjustments,
-                      adjustments=adjustments, source_format=source_format, ignored_keys=list(ignored_keys))
+                      adjustments=adjustments, source_format=source_format)

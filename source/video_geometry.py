@@ -38,12 +38,12 @@ def parse_resolution(value: Any, *, what: str = "resolution") -> tuple[int, int]
     else:
         m = _RESOLUTION.match(str(value)) if isinstance(value, str) else None
         if not m:
-            raise InvalidInput(f"{what} must look like '832x480' (width x height), got {str(value)[:40]!r}")
+            raise InvalidInput(f"{what} must look like '832x480' ('WIDTHxHEIGHT'), got {str(value)[:40]!r}")
         w, h = m.group(1), m.group(2)
     try:
         w, h = int(w), int(h)
     except (TypeError, ValueError):
-        raise InvalidInput(f"{what} must look like '832x480' (width x height), got {str(value)[:40]!r}") from None
+        raise InvalidInput(f"{what} must look like '832x480' ('WIDTHxHEIGHT'), got {str(value)[:40]!r}") from None
     if w < MIN_SIDE or h < MIN_SIDE:
         raise InvalidInput(f"{what} {w}x{h} is too small: each side must be at least {MIN_SIDE} pixels")
     if w > MAX_SIDE or h > MAX_SIDE:

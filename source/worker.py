@@ -28,8 +28,8 @@ from source.storage import Storage
 from source.store.task_store import Claim, TaskStore
 from source.store.wakeup import Waker, make_waker
 from source.task_context import HandlerResult, TaskContext
-from source.task_status import TaskStatus
 from source.task_limits import clip, excerpt, read_params
+from source.task_status import TaskStatus
 
 
 @dataclass

@@ -30,3 +30,24 @@ def _fresh_settings():
     settings.reset()
     yield
     settings.reset()
+
+
+@pytest.fixture
+def monkeypatch(monkeypatch):
+    """pytest's monkeypatch, but a changed environment variable is seen by the next settings() call
+    (settings are otherwise read once per process, as in production)."""
+    from source import settings
+
+    setenv, delenv = monkeypatch.setenv, monkeypatch.delenv
+
+    def setenv_and_reread(*args, **kwargs):
+        setenv(*args, **kwargs)
+        settings.reset()
+
+    def delenv_and_reread(*args, **kwargs):
+        delenv(*args, **kwargs)
+        settings.reset()
+
+    monkeypatch.setenv, monkeypatch.delenv = setenv_and_reread, delenv_and_reread
+    yield monkeypatch
+    settings.reset()  # undone environment changes: read again

@@ -10,7 +10,6 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from source.handlers.different_perspective import quantise_frames
 from source.media.images import save_png
 from source.media.video_io import probe_video, read_frames
 from source.task_context import InvalidInput, child_task_id
@@ -27,8 +26,18 @@ def person(tmp_path):
     return save_png(skimage.data.astronaut(), tmp_path / "astronaut.png")
 
 
-def test_quantise_frames():
-    assert [quantise_frames(n) for n in (2, 5, 9, 16, 17, 18, 81)] == [5, 5, 9, 17, 17, 21, 81]
+def test_frames_and_resolution_follow_video_geometry(env, person):
+    """The one rule of every handler: 4*floor(n/4)+1 frames (dp used to round up: 18 -> 21), resolution to the
+    nearest multiples of 16; both recorded."""
+    base = {"input_image_path": str(person), "model_name": "tiny-vace", "t2i_model": "tiny-t2v"}
+    for asked, used in ((5, 5), (16, 17), (18, 17), (81, 81)):
+        res, _ = env.run("different_perspective_orchestrator", {**base, "output_video_frames": asked})
+        assert res.result["video_frames"] == used
+        assert res.result["adjustments"].get("output_video_frames", [asked, used]) == [asked, used]
+    res, _ = env.run("different_perspective_orchestrator", {**base, "resolution": "830x480"})
+    assert res.result["resolution"] == "832x480"
+    final = next(c for c in res.children if c.key == "final")
+    assert final.params["adjustments"] == {"resolution": ["830x480", "832x480"], "output_video_frames": [16, 17]}
 
 
 @pytest.mark.parametrize("kind, guide", [("pose", "generate_openpose"), ("depth", "generate_depth")])
@@ -73,6 +82,14 @@ def test_orchestrator_rejects_bad_input(env, tmp_path, person):
     with pytest.raises(InvalidInput, match="unknown depth_model"):
         env.run("different_perspective_orchestrator", {"input_image_path": str(person),
                                                        "perspective_type": "depth", "depth_model": "nope"})
+    with pytest.raises(InvalidInput, match="model_name: unknown model 'nope'|model_name.*nope"):
+        env.run("different_perspective_orchestrator", {"input_image_path": str(person), "model_name": "nope"})
+    with pytest.raises(InvalidInput, match="model_name 'tiny-t2v' is a t2v model"):
+        env.run("different_perspective_orchestrator", {"input_image_path": str(person), "model_name": "tiny-t2v"})
+    with pytest.raises(InvalidInput, match="t2i_model"):
+        env.run("different_perspective_orchestrator", {"input_image_path": str(person), "t2i_model": "nope"})
+    with pytest.raises(InvalidInput, match="output_video_frames"):
+        env.run("different_perspective_orchestrator", {"input_image_path": str(person), "output_video_frames": 3})
     res, _ = env.run("different_perspective_orchestrator", {"input_image_path": str(person)})
     assert res.result["resolution"] == "624x624"  # the input's aspect at about 832x480 pixels
 

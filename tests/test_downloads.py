@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from source import settings
 from source.downloads import DownloadLimits, download_to_cache, private_networks_from
 from source.task_context import InvalidInput, TaskCancelled, TransientError
 
@@ -107,6 +108,7 @@ def test_default_refuses_loopback_private_and_link_local(server, tmp_path, monke
             download_to_cache(url, tmp_path, limits)
     assert server.requests == []  # refused before any connection
     monkeypatch.setenv("HEADLESS_ALLOW_PRIVATE_URLS", "1")  # the operator's opt-in (what --allow-private-urls sets)
+    settings.reset()  # settings are read once per process: read the changed environment again
     assert download_to_cache(f"{server.url}/ok", tmp_path, DownloadLimits()).read_bytes() == BODY
 
 

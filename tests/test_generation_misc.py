@@ -147,22 +147,6 @@ def test_tiny_model_built_once_by_concurrent_processes(tmp_path):
 
 
 # -- handler -----------------------------------------------------------------------------------------------
-def test_handler_maps_seed_keys_and_alias_default_model():
-    from source.handlers.generate import to_generation_params
-
-    p = to_generation_params({"frames": 17, "steps": 4, "image_start_paths": ["a.png"], "image_end_paths": ["b.png"],
-                              "image_refs_paths": ["r.png"], "video_guide_path": "g.mp4",
-                              "video_mask_path": "m.mp4", "additional_loras": {"https://x/l.safetensors": 0.5}},
-                             "i2v")
-    assert p["model"] == "i2v" and p["video_length"] == 17 and p["num_inference_steps"] == 4
-    assert p["image_start"] == "a.png" and p["image_end"] == "b.png" and p["image_refs"] == ["r.png"]
-    assert p["video_guide"] == "g.mp4" and p["video_mask"] == "m.mp4"
-    assert p["loras"] == [{"path": "https://x/l.safetensors", "multiplier": 0.5}]
-    assert to_generation_params({}, "vace")["model"] == "vace_14B"
-    assert to_generation_params({}, "wgp")["model"] == "t2v"
-    assert to_generation_params({"model": "tiny-t2v"}, "i2v")["model"] == "tiny-t2v"
-
-
 def test_generate_handler_end_to_end(gen_ctx, tmp_path):
     import numpy as np
 
@@ -279,3 +263,61 @@ def test_wan2gp_not_imported_by_default():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# -- issue 10: offline and not cached is permanent -----------------------------------------------------
+def test_offline_missing_depth_model_fails_once_with_a_clear_message(db_url, tmp_path):
+    """HF_HUB_OFFLINE=1 and an empty Hugging Face cache: the default depth model can never load here, so the
+    task fails on its first attempt (it used to be retried three times over ~32 s as a transient error)."""
+    import numpy as np
+
+    from source.media.images import save_png
+    from source.store.task_store import TaskStore
+    from tests.worker_process import WorkerProcess
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    save_png(np.full((32, 48, 3), 90, np.uint8), inputs / "a.png")
+    store = TaskStore(db_url)
+    tid = store.add_task("generate_depth", {"input_image_path": str(inputs / "a.png")}, max_attempts=3)
+    hf = tmp_path / "hf"
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf), "HF_HUB_CACHE": str(hf / "hub"),
+           "HEADLESS_HF_CACHE": str(hf / "hub")}
+    w = WorkerProcess(db_url, tmp_path / "logs", "--exit-when-idle", "--poll-interval", "0.2", "--input-root",
+                      str(inputs), "--output-dir", str(tmp_path / "outputs"), worker_id="offline", env=env)
+    try:
+        assert w.wait(120) == 0, w.stderr_tail()
+    finally:
+        w.stop()
+    row = store.get(tid)
+    assert row["status"] == "Failed" and row["attempts"] == 1, (row["status"], row["attempts"])
+    message = row["error_message"]
+    assert "depth model depth-anything-v2-small" in message and "offline (HF_HUB_OFFLINE=1)" in message
+    assert len(message) < 600
+    assert not w.events("task_retry_scheduled") and len(w.events("task_failed")) == 1
+    store.close()
+
+
+def test_hub_errors_are_classified_by_what_happens_next(monkeypatch):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from source import settings as settings_module
+    from source.generation.hub import classify_hub_error
+    from source.task_context import TransientError
+
+    def wrapped(inner: Exception) -> OSError:  # transformers / diffusers wrap Hub errors in OSError
+        try:
+            try:
+                raise inner
+            except Exception as exc:
+                raise OSError("We couldn't connect to 'https://huggingface.co' to load the files") from exc
+        except OSError as outer:
+            return outer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings_module.reset()
+    assert isinstance(classify_hub_error(wrapped(LocalEntryNotFoundError("no cache")), "m"), InvalidInput)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    settings_module.reset()
+    online = classify_hub_error(wrapped(ConnectionError("reset by peer")), "m")
+    assert isinstance(online, TransientError) and "will retry" in str(online)

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from source.media.stitch import (count_frames, crossfade_weights, stitch_videos, upsample_fps,
-                                 upscale_video)
+from source.media.stitch import count_frames, crossfade_weights, stitch_videos, upsample_fps, upscale_video
 from source.media.video_io import probe_video, read_frames, write_video
 from source.task_context import InvalidInput
 
@@ -172,3 +171,112 @@ def test_upscale_video_streams_to_size(tmp_path):
     assert upscale_video(a, tmp_path / "big.mp4", (64, 48)) == 5
     info = probe_video(tmp_path / "big.mp4")
     assert (info.frames, info.width, info.height) == (5, 64, 48) and abs(info.fps - 12) < 0.01
+
+
+# -- speed work: in-place blend, pass-through frames, encoder thread, encoder choice ----------------------------
+
+def test_in_place_blend_equals_the_float32_formula():
+    from source.media.stitch import _Blender
+
+    rng = np.random.default_rng(3)
+    blend = _Blender()
+    for alpha in crossfade_weights(5):
+        a = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+        b = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+        want = ((a.astype(np.float32) * np.float32(1.0 - alpha) + b.astype(np.float32) * np.float32(alpha))
+                + 0.5).astype(np.uint8)
+        out = blend(a, b, float(alpha))
+        assert out is a  # written into the earlier frame, no new frame array
+        assert np.array_equal(out, want)
+    ro = np.full((4, 4, 3), 10, np.uint8)
+    ro.flags.writeable = False  # e.g. np.asarray of a PIL image
+    assert np.array_equal(blend(ro, np.full_like(ro, 30), 0.5), np.full((4, 4, 3), 20, np.uint8))
+
+
+def test_decoded_frames_and_arrays_mix_in_one_threaded_video(tmp_path):
+    from source.media.video_io import VideoWriter, iter_video_frames, passthrough_ok
+
+    a = flat_video(tmp_path / "a.mp4", [30, 60, 90])
+    b = flat_video(tmp_path / "b.mp4", [150, 180])
+    decoded = list(iter_video_frames(a)) + list(iter_video_frames(b))
+    assert all(passthrough_ok(f, 32, 24) for f in decoded)
+    with VideoWriter(tmp_path / "mix.mp4", fps=16, threaded=True) as w:
+        w.write(decoded[0])
+        w.write(np.full((24, 32, 3), 200, np.uint8))
+        for f in decoded[1:]:  # pts of the two files restart at 0: the writer must re-time them
+            w.write(f)
+        w.write(np.full((24, 32, 3), 10, np.uint8))
+    assert np.allclose(levels(tmp_path / "mix.mp4"), [30, 200, 60, 90, 150, 180, 10], atol=2.5)
+    # a frame tagged BT.709 would shift colours if passed through: it goes the RGB way
+    tagged = next(iter(iter_video_frames(a)))
+    tagged.colorspace = 1
+    assert not passthrough_ok(tagged, 32, 24)
+    assert not passthrough_ok(decoded[0], 64, 48)
+
+
+def test_threaded_writer_gives_the_same_frames_and_cleans_up_on_error(tmp_path):
+    import threading
+
+    from source.media.video_io import VideoWriter
+
+    rng = np.random.default_rng(4)
+    frames = [(rng.random((48, 64, 3)) * 255).astype(np.uint8) for _ in range(7)]
+    for threaded in (False, True):
+        with VideoWriter(tmp_path / f"t{threaded}.mp4", threaded=threaded) as w:
+            for f in frames:
+                w.write(f)
+    assert np.array_equal(np.stack(read_frames(tmp_path / "tFalse.mp4")),
+                          np.stack(read_frames(tmp_path / "tTrue.mp4")))
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="boom"), VideoWriter(tmp_path / "bad.mp4", threaded=True) as w:
+        for f in frames[:3]:
+            w.write(f)
+        raise RuntimeError("boom")
+    assert not (tmp_path / "bad.mp4").exists()
+    assert threading.active_count() == before  # the encoder thread was stopped
+    with pytest.raises(ValueError, match="differs"), VideoWriter(tmp_path / "bad2.mp4", threaded=True) as w:
+        w.write(frames[0])
+        w.write(frames[0][:32])
+    assert not (tmp_path / "bad2.mp4").exists()
+
+
+def test_encoder_choice_cpu_fallback_is_recorded(tmp_path, monkeypatch):
+    import av
+
+    from source.media.video_io import ENCODER_ENV, choose_encoder
+
+    a = flat_video(tmp_path / "a.mp4", [40] * 5, size=(160, 96))
+    b = flat_video(tmp_path / "b.mp4", [200] * 5, size=(160, 96))
+    res = stitch_videos([a, b], [2], tmp_path / "auto.mp4", fps=16)
+    codec, note = choose_encoder(160, 96)
+    assert res.encoder == codec and codec in ("libx264", "h264_nvenc")
+    if codec == "libx264":  # no GPU encoder here: the reason is recorded (this machine: listed, fails to open)
+        assert note.startswith("CPU fallback: h264_nvenc")
+        assert ("did not open" in note) == ("h264_nvenc" in av.codecs_available)
+    assert count_frames(tmp_path / "auto.mp4") == 8
+    monkeypatch.setenv(ENCODER_ENV, "libx264")  # forcing the CPU encoder, e.g. on a shared GPU
+    assert choose_encoder(160, 96) == ("libx264", "libx264 requested")
+    res = stitch_videos([a, b], [2], tmp_path / "cpu.mp4", fps=16)
+    assert res.encoder == "libx264" and count_frames(tmp_path / "cpu.mp4") == 8
+    assert np.allclose(levels(tmp_path / "cpu.mp4"), 40 + 160 * np.r_[0, 0, 0, crossfade_weights(2), 1, 1, 1],
+                       atol=3)
+    with pytest.raises(ValueError, match="unknown video encoder"):
+        choose_encoder(160, 96, "x265")
+    monkeypatch.setenv(ENCODER_ENV, "x265")  # a typo in the worker's environment: warned, then auto
+    assert choose_encoder(160, 96) == (codec, note)
+
+
+def test_join_frames_match_their_passed_through_neighbours(tmp_path):
+    """A still video stitched to itself: blended frames (through RGB) must not step in brightness against the
+    frames passed straight to the encoder (swscale's default yuv->rgb would darken them by ~1 level)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(Path(__file__).resolve().parent.parent / "samples/images/astronaut.png")
+                     .convert("RGB").resize((128, 80)))
+    write_video([img] * 10, tmp_path / "still.mp4")
+    stitch_videos([tmp_path / "still.mp4"] * 2, [4], tmp_path / "out.mp4", fps=16)
+    frames = read_frames(tmp_path / "out.mp4")
+    assert len(frames) == 16
+    means = np.array([f.astype(np.float64).mean() for f in frames])
+    passed, blended = np.r_[means[:6], means[10:]], means[6:10]
+    assert np.abs(blended - passed.mean()).max() < 0.3, means

@@ -41,11 +41,13 @@ def test_same_seed_same_image_and_loras_accepted(env, tiny_loras):
 
 
 def test_seed_params_mapping():
-    p = SingleImageParams.model_validate({
+    from source.seed_payloads import translate
+
+    p = SingleImageParams.model_validate(translate("single_image", {
         "orchestrator_details": {"prompt": "inner", "model": "tiny-t2v", "seed": 1},
         "prompt": "outer", "num_inference_steps": 4, "additional_loras": {"a.safetensors": 0.5},
         "loras": [{"path": "b.safetensors", "multiplier": 1.0}], "use_causvid_lora": True,
-    })
+    }).params)
     gp = generation_params(p)
     assert gp["prompt"] == "outer" and gp["model"] == "tiny-t2v" and gp["seed"] == 1
     assert gp["video_length"] == 1 and gp["num_inference_steps"] == 4 and gp["use_causvid_lora"] is True
@@ -56,5 +58,5 @@ def test_seed_params_mapping():
 def test_bad_params(env):
     with pytest.raises(InvalidInput, match="resolution"):
         env.run("single_image", {"model": "tiny-t2v", "resolution": "big"})
-    with pytest.raises(InvalidInput, match="additional_loras.x: Input should be a valid number"):
+    with pytest.raises(InvalidInput, match=r"additional_loras\['x'\]: strength 'lots' is not a number"):
         env.run("single_image", {"model": "tiny-t2v", "additional_loras": {"x": "lots"}})

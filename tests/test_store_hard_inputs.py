@@ -63,7 +63,7 @@ def test_undecodable_params_fail_that_task_alone_and_the_queue_goes_on(db_url, t
         assert row["status"] == "Failed", row
         assert "params could not be decoded: byte 0xe9 at position 7 is not valid UTF-8" in row["error_message"]
     row = store.get(deep)
-    assert row["status"] == "Failed" and "params could not be decoded: JSON nested too deeply" in row["error_message"]
+    assert row["status"] == "Failed" and "params nest too deeply to read" in row["error_message"]
     assert store.get(last)["status"] == "Complete"
     store.close()
 

@@ -16,7 +16,7 @@ from source.media.stitch import count_frames
 from source.media.video_io import probe_video, read_frames, write_video
 from source.storage import Storage
 from source.task_context import ChildTask, InvalidInput, TaskContext, child_task_id
-from source.travel_plan import quantise_length
+from source.video_geometry import wan_frame_count as quantise_length
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -148,6 +148,7 @@ def _assert_final(harness: Harness, ids: dict, expected: int, size=(64, 64)) -> 
     final = harness.path(harness.outputs[ids["stitch"]])
     info = probe_video(final)
     assert info.frames == expected == harness.results[ids["stitch"]]["frames"]
+    assert harness.results[ids["stitch"]]["encoder"] in ("libx264", "h264_nvenc")  # the choice is recorded
     assert (info.width, info.height) == size
     return final
 
@@ -245,12 +246,13 @@ def test_stitch_refuses_a_stale_segment(harness, tmp_path):
 
 
 def test_quantise_consistency_with_bridge():
-    from source.generation.bridge import normalise_frames
-    from source.generation.model_catalog import resolve_model
+    from source.generation.bridge import GenerationParams
+    from source.generation.model_catalog import load_catalog
+    from source.generation.request import resolve_request
 
-    spec = resolve_model("tiny-vace")
     for n in (5, 9, 13, 17, 81):
-        assert normalise_frames(quantise_length(n), spec, {}) == quantise_length(n)
+        request = resolve_request(GenerationParams(model="tiny-vace", video_length=quantise_length(n)), load_catalog())
+        assert request.frames == quantise_length(n) and not request.adjustments
 
 
 def test_unknown_model_fails_the_orchestrator(harness):
@@ -277,3 +279,30 @@ def test_independent_continue_and_upscale_end_to_end(harness, tiny_models, tmp_p
     ids = harness.run_children("orch-ic", children, order=["seg-001", "seg-000", "stitch"])
     assert (harness.storage.work_dir(ids["seg-000"]) / "start_from_video.png").is_file()
     _assert_final(harness, ids, 7 + 9 + 9 - 2, size=(96, 96))
+
+
+def test_free_last_segment_end_to_end_chained_and_independent(harness, tiny_models):
+    """One image fewer than segments + 1: the last segment has no end image (the seed's test generator sent
+    3 images for 3 segments). Chained: its guide ends in generated frames; independent: a start image only.
+    The frame arithmetic stays exact."""
+    task_type, params = load_payload("travel_seed_format")
+    d = params["orchestrator_details"]
+    d.update(num_new_segments_to_generate=3, base_prompts_expanded=["a", "b", "c"],
+             negative_prompts_expanded=["", "", ""], segment_frames_expanded=[9, 9, 9],
+             frame_overlap_expanded=[2, 2, 2])
+    children = harness.orchestrate(task_type, params, "orch-free")
+    assert [c.params["end_image"] for c in children[:3]] == [IMAGES[1], IMAGES[2], None]
+    ids = harness.run_children("orch-free", children)
+    final = harness.path(harness.outputs[ids["stitch"]])
+    assert count_frames(final) == 27 - 4 == harness.results[ids["stitch"]]["frames"]
+
+    _, indep = load_payload("travel_independent")
+    indep.update(images=indep["images"][:2], num_segments=2, frames=9)
+    with pytest.raises(InvalidInput, match="segment 1 has no end image, but 'tiny-flf2v' is a first-last-frame"):
+        harness.orchestrate("travel_between_images", indep, "orch-free-flf")
+    indep.update(model="tiny-i2v22")  # Wan 2.2 I2V: start + end, or a start image alone
+    children = harness.orchestrate("travel_between_images", indep, "orch-free-ind")
+    assert [(c.params["start_image"], c.params["end_image"]) for c in children[:2]] == [
+        (IMAGES[0], IMAGES[1]), (IMAGES[1], None)]
+    ids = harness.run_children("orch-free-ind", children, order=["seg-001", "seg-000", "stitch"])
+    assert count_frames(harness.path(harness.outputs[ids["stitch"]])) == 18 - 1

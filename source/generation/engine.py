@@ -4,7 +4,7 @@ The engine keeps the last model loaded and reloads only when the model (or dtype
 changes, freeing the old one first. LoRAs are peft adapters loaded once by content hash and switched
 with set_adapters, so a different LoRA set never reloads the base model.
 
-Settings (environment; Engine(...) keyword arguments win):
+Settings (source.settings.settings(), read from these variables; Engine(...) keyword arguments win):
   HEADLESS_DEVICE      auto | cuda | cuda:N | cpu                  (auto: cuda when available)
   HEADLESS_DTYPE       auto | bfloat16 | float16 | float32         (auto: bfloat16 on CUDA, float32 on CPU)
   HEADLESS_MEMORY      auto | full | model_offload | group_offload | sequential_offload
@@ -24,82 +24,18 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from source.generation.hub import classify_hub_error, hf_cache_dir, hf_token, hub_file, hub_offline
 from source.generation.model_catalog import TWO_EXPERT_KINDS, ModelSpec, SpeedLora
 from source.errors import FatalWorkerError, InvalidInput, TaskCancelled, TransientError
 
 _CUDA_FATAL_MARKERS = ("cuda error", "cublas", "cudnn_status", "device-side assert", "illegal memory access",
                        "unspecified launch failure", "nccl", "ecc error", "misaligned address")
-
-
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def hf_cache_dir() -> str | None:
-    return os.environ.get("HEADLESS_HF_CACHE") or None
-
-
-def hf_token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-_hash_memo: dict[tuple, str] = {}
-
-
-def sha256_file(path: Path | str) -> str:
-    """SHA-256 of a file's bytes, memoised by (path, size, mtime)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hash_memo:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_memo[key] = h.hexdigest()
-    return _hash_memo[key]
-
-
-def _classify_hub_error(exc: BaseException, what: str) -> Exception:
-    name = type(exc).__name__
-    msg = str(exc).splitlines()[0] if str(exc) else name
-    if name in ("GatedRepoError",):
-        return InvalidInput(f"{what} is gated: accept its licence on huggingface.co and set HF_TOKEN ({msg})")
-    if name in ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError", "RemoteEntryNotFoundError"):
-        return InvalidInput(f"{what} was not found on the Hugging Face Hub ({name}: {msg}); "
-                            f"check the name/revision, or set HF_TOKEN for a private repo")
-    offline_like = name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") or "offline" in msg.lower() \
-        or "local_files_only" in msg or "cannot find the requested files in the local cache" in msg.lower()
-    if hub_offline() or (offline_like and hub_offline()):
-        return InvalidInput(f"{what} is not in the local cache and the worker is offline (HF_HUB_OFFLINE=1): "
-                            f"download it first (e.g. `hf download <repo>`), point the catalog at a local path, "
-                            f"or unset HF_HUB_OFFLINE ({name})")
-    if offline_like or name in ("ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout", "HfHubHTTPError",
-                                "ChunkedEncodingError", "HTTPError", "ConnectError", "ReadError"):
-        return TransientError(f"could not download {what} ({name}: {msg}); will retry")
-    return TransientError(f"could not fetch {what} ({name}: {msg})")
-
-
-def hub_file(repo: str, filename: str, revision: str | None = None) -> Path:
-    """One file from a Hub repo, downloaded once into the HF cache."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hf_cache_dir(), token=hf_token()))
-    except Exception as exc:  # noqa: BLE001 - mapped to a task error with a clear message
-        raise _classify_hub_error(exc, f"{repo}/{filename}") from None
 
 
 @dataclass(frozen=True)
@@ -127,13 +63,13 @@ class EngineSettings:
     max_loras: int = 8
 
     @classmethod
-    def from_env(cls, **over: Any) -> "EngineSettings":
-        s = cls(device=_env("HEADLESS_DEVICE", "auto"), dtype=_env("HEADLESS_DTYPE", "auto"),
-                memory=_env("HEADLESS_MEMORY", "auto"), vae_tiling=_env("HEADLESS_VAE_TILING", "auto"),
-                vae_fp32=_env("HEADLESS_VAE_FP32", "1") not in ("0", "false", "no"),
-                attention=os.environ.get("HEADLESS_ATTENTION") or None,
-                compile=_env("HEADLESS_COMPILE", "0") in ("1", "true", "yes"),
-                max_loras=int(_env("HEADLESS_MAX_LORAS", "8")))
+    def from_settings(cls, **over: Any) -> "EngineSettings":
+        """The process's settings (source.settings), keyword arguments winning where not None."""
+        from source.settings import settings
+
+        cfg = settings()
+        s = cls(device=cfg.device, dtype=cfg.dtype, memory=cfg.memory, vae_tiling=cfg.vae_tiling,
+                vae_fp32=cfg.vae_fp32, attention=cfg.attention, compile=cfg.compile, max_loras=cfg.max_loras)
         for k, v in over.items():
             if v is not None:
                 setattr(s, k, v)
@@ -174,7 +110,7 @@ def _fixed_sigma_scheduler_class():
 
 class Engine:
     def __init__(self, **settings: Any) -> None:
-        self.settings = EngineSettings.from_env(**settings)
+        self.settings = EngineSettings.from_settings(**settings)
         self.model: LoadedModel | None = None
         self.load_count = 0
         self.loads: list[dict[str, Any]] = []  # {"model", "seconds"} per load, in order
@@ -223,7 +159,7 @@ class Engine:
             folder = DiffusionPipeline.download(spec.repo, revision=spec.revision, cache_dir=hf_cache_dir(),
                                                 token=hf_token(), local_files_only=hub_offline())
         except Exception as exc:  # noqa: BLE001
-            raise _classify_hub_error(exc, f"model {spec.name!r} ({spec.repo})") from None
+            raise classify_hub_error(exc, f"model {spec.name!r} ({spec.repo})") from None
         folder = Path(folder)
         # the snapshot folder is named after the commit: that is the exact revision used
         return folder, folder.name if len(folder.name) == 40 else (spec.revision or "main")

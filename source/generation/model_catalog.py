@@ -20,7 +20,6 @@ ModelSpec may be given; "resolution" is "WxH".
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -213,7 +212,9 @@ class Catalog:
     def resolve(self, name: str) -> ModelSpec:
         spec = self.lookup(str(name or "").strip())
         if spec is None:
-            raise InvalidInput(f"unknown model {name!r}; known models: {', '.join(self.names())} "
+            shown = str(name)
+            shown = repr(shown) if len(shown) <= 80 else repr(shown[:80]) + f"... ({len(shown)} characters)"
+            raise InvalidInput(f"unknown model {shown}; known models: {', '.join(self.names())} "
                                f"(add your own in the JSON file named by $HEADLESS_MODEL_CATALOG)")
         return spec
 
@@ -252,7 +253,10 @@ _cache: dict[tuple, Catalog] = {}
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
     """The built-in catalog merged with the user's file (path argument, else $HEADLESS_MODEL_CATALOG)."""
-    path = path or os.environ.get("HEADLESS_MODEL_CATALOG") or None
+    if not path:
+        from source.settings import settings
+
+        path = settings().model_catalog
     key: tuple = (None,)
     if path:
         p = Path(path)

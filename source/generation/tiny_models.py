@@ -31,7 +31,9 @@ _WORDS = (
 
 
 def model_cache_dir() -> Path:
-    d = Path(os.environ.get("HEADLESS_MODEL_CACHE") or (Path.home() / ".cache" / "headless-wan" / "models"))
+    from source.settings import settings
+
+    d = settings().model_cache.expanduser()
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -1,15 +1,16 @@
 """Optional engine: the upstream Wan2GP (WanGP) through its in-process API, `shared/api.py`.
 
 Only used when selected ($HEADLESS_ENGINE=wan2gp or param engine="wan2gp") and mounted at ./Wan2GP or
-$WAN2GP_DIR; never imported otherwise. Wan2GP is not Apache-licensed (see Wan2GP/README.md): it stays out
-of the default install. The bridge passes the same normalised parameters as a WanGP settings dict:
+$WAN2GP_DIR (settings().wan2gp_dir); never imported otherwise. Wan2GP is not Apache-licensed (see
+Wan2GP/README.md): it stays out of the default install. `source.generation.engines.wan2gp` passes the
+resolved request as a WanGP settings dict (`build_settings`):
 
     session = shared.api.init(root=WAN2GP_DIR, cli_args=[...], output_dir=..., console_output=False)
     job = session.submit_task(settings)
     for event in job.events.iter(timeout=0.2): ...   # progress -> ctx.progress; a cancel -> job.cancel()
     result = job.result()                             # .generated_files / .errors / .cancelled
 
-Extra start-up flags for WanGP come from $WAN2GP_ARGS (e.g. "--attention sage2 --profile 3").
+Extra start-up flags for WanGP come from $WAN2GP_ARGS, settings().wan2gp_args (e.g. "--attention sage2").
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from source.errors import InvalidInput, TaskCancelled, TransientError
-from source.task_context import TaskContext
+from source.generation.request import GenerationRequest
 
 # Our catalog names -> WanGP model types (other names are passed through unchanged).
 WAN2GP_TYPES = {
@@ -38,7 +39,9 @@ _session_lock = threading.Lock()
 
 
 def wan2gp_dir() -> Path:
-    return Path(os.environ.get("WAN2GP_DIR") or (Path.cwd() / "Wan2GP")).expanduser().resolve()
+    from source.settings import settings
+
+    return Path(settings().wan2gp_dir or (Path.cwd() / "Wan2GP")).expanduser().resolve()
 
 
 def _import_api(root: Path):
@@ -63,7 +66,9 @@ def get_session(output_dir: Path):
         if _session is None:
             root = wan2gp_dir()
             api = _import_api(root)
-            args = shlex.split(os.environ.get("WAN2GP_ARGS", ""))
+            from source.settings import settings
+
+            args = shlex.split(settings().wan2gp_args)
             _session = api.init(root=root, cli_args=args, output_dir=output_dir, console_output=False)
         return _session
 
@@ -74,16 +79,16 @@ def reset_session() -> None:
         _session = None
 
 
-def build_settings(*, model_type: str, prompt: str, negative_prompt: str, width: int, height: int, frames: int,
-                   steps: int, guidance: float, guidance_2: float | None, flow_shift: float, seed: int, fps: float,
-                   inputs: dict[str, Any], loras: list) -> dict[str, Any]:
+def build_settings(request: GenerationRequest, inputs: dict[str, Any], loras: list) -> dict[str, Any]:
+    """A WanGP settings dict for a resolved request and its resolved input paths."""
     s: dict[str, Any] = {
-        "model_type": model_type, "prompt": prompt, "negative_prompt": negative_prompt,
-        "resolution": f"{width}x{height}", "video_length": frames, "num_inference_steps": steps,
-        "guidance_scale": guidance, "flow_shift": flow_shift, "seed": seed, "force_fps": fps,
+        "model_type": WAN2GP_TYPES.get(request.spec.name, request.params.model), "prompt": request.params.prompt,
+        "negative_prompt": request.params.negative_prompt, "resolution": f"{request.width}x{request.height}",
+        "video_length": request.frames, "num_inference_steps": request.steps, "guidance_scale": request.guidance,
+        "flow_shift": request.flow_shift, "seed": request.seed, "force_fps": request.fps,
     }
-    if guidance_2 is not None:
-        s["guidance2_scale"] = guidance_2
+    if request.guidance_2 is not None:
+        s["guidance2_scale"] = request.guidance_2
     image_prompt = ""
     if inputs.get("image_start"):
         s["image_start"] = str(inputs["image_start"])
@@ -117,17 +122,12 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def generate(ctx: TaskContext, *, spec_name: str, spec, prompt: str, negative_prompt: str, width: int,
-             height: int, frames: int, steps: int, guidance: float, guidance_2: float | None, flow_shift: float,
-             seed: int, fps: float, inputs: dict[str, Any], loras: list, output_path: Path) -> Path:
-    out_dir = ctx.work_dir / "wan2gp"
+def generate(settings: dict[str, Any], *, work_dir: Path, output_path: Path, on_step: Callable[[int, int], None],
+             is_cancelled: Callable[[], bool]) -> Path:
+    """Run one WanGP job; its video ends up at `output_path`. `on_step` may raise TaskCancelled."""
+    out_dir = work_dir / "wan2gp"
     out_dir.mkdir(parents=True, exist_ok=True)
     session = get_session(out_dir)
-    model_type = WAN2GP_TYPES.get(spec.name, spec_name)
-    settings = build_settings(model_type=model_type, prompt=prompt, negative_prompt=negative_prompt, width=width,
-                              height=height, frames=frames, steps=steps,
-                              guidance=guidance, guidance_2=guidance_2 if spec.boundary_ratio else None,
-                              flow_shift=flow_shift, seed=seed, fps=fps, inputs=inputs, loras=loras)
     if hasattr(session, "output_dir"):
         try:
             session.output_dir = out_dir
@@ -136,7 +136,7 @@ def generate(ctx: TaskContext, *, spec_name: str, spec, prompt: str, negative_pr
     job = session.submit_task(settings)
     cancelled = False
     for event in job.events.iter(timeout=0.2):
-        if ctx.cancel_requested and not cancelled:
+        if is_cancelled() and not cancelled:
             job.cancel()
             cancelled = True
         if _get(event, "kind") == "progress":
@@ -144,17 +144,17 @@ def generate(ctx: TaskContext, *, spec_name: str, spec, prompt: str, negative_pr
             k, n = _get(data, "current_step"), _get(data, "total_steps")
             if k is not None and n:
                 try:
-                    ctx.progress(0.05 + 0.85 * float(k) / float(n), f"step {k} of {n}")
+                    on_step(int(k), int(n))
                 except TaskCancelled:
                     job.cancel()
                     cancelled = True
     result = job.result()
     if cancelled or _get(result, "cancelled"):
-        raise TaskCancelled(f"task {ctx.task_id} was cancelled")
+        raise TaskCancelled("the task was cancelled")
     errors = _get(result, "errors") or []
     files = [Path(f) for f in (_get(result, "generated_files") or []) if str(f).endswith(".mp4")]
     if errors or not files:
-        msg = "; ".join(str(_get(e, "message", e)) for e in errors) or "Wan2GP produced no video"
+        msg = "; ".join(str(_get(e, "message", e)) for e in errors)[:2000] or "Wan2GP produced no video"
         if "out of memory" in msg.lower() or "oom" in msg.lower().split():
             raise TransientError(f"Wan2GP: {msg}")
         raise InvalidInput(f"Wan2GP failed: {msg}")

@@ -15,65 +15,43 @@ With `target_image_path` (a picture of the wanted perspective, e.g. a reference 
 skipped and the target pose/depth is taken from that picture.
 
 Child ids are deterministic (child_task_id(orchestrator id, key)), so re-running the orchestrator never
-duplicates them.
+duplicates them. Everything the orchestrator can check (models, images, depth model, resolution, frames) is
+checked before any child is inserted, so a bad request fails alone instead of after running some children.
+Resolution and frame count follow source.video_geometry (nearest multiples of 16; 4*floor(n/4)+1 frames,
+16 -> 17); the adjustments are handed to the final step, whose result (the orchestrator's) records them.
+The seed's key spellings are translated by source.seed_payloads.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.handler_registry import register
 from source.errors import InvalidInput
 from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
+from source.video_geometry import format_resolution, model_resolution, resolution_for_aspect, wan_frame_count
 
 DEFAULT_AREA = 832 * 480
-_RES = re.compile(r"^\s*(\d+)\s*[xX*×]\s*(\d+)\s*$")
-
-
-def quantise_frames(n: int) -> int:
-    """The smallest 4k+1 frame count >= n (16 -> 17), at least 5."""
-    n = max(int(n), 2)
-    return max(5, ((n - 1 + 3) // 4) * 4 + 1)
-
-
-def _round16(v: float) -> int:
-    return max(16, int(round(v / 16.0)) * 16)
-
-
-def parse_resolution(resolution: str) -> tuple[int, int]:
-    m = _RES.match(str(resolution))
-    if not m:
-        raise InvalidInput(f"resolution {resolution!r} is not 'WIDTHxHEIGHT' (e.g. '832x480')")
-    w, h = int(m.group(1)), int(m.group(2))
-    if w < 16 or h < 16 or w > 4096 or h > 4096:
-        raise InvalidInput(f"resolution {w}x{h} is out of range (16..4096 pixels a side)")
-    return _round16(w), _round16(h)
-
-
-def resolution_for_image(width: int, height: int, area: int = DEFAULT_AREA) -> tuple[int, int]:
-    """The input's aspect ratio at about `area` pixels, in multiples of 16."""
-    scale = (area / max(width * height, 1)) ** 0.5
-    return _round16(width * scale), _round16(height * scale)
+MIN_FRAMES = 5  # the guide moves from one pose to another: a start, an end and frames between
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow")
 
     input_image_path: str
     prompt: str = " "
     negative_prompt: str = ""
     perspective_type: Literal["pose", "depth"] = "pose"
-    model_name: str = Field("vace_14B", validation_alias=AliasChoices("model_name", "model"))
+    model_name: str = "vace_14B"
     resolution: str | None = None
     seed: int = -1
     use_causvid_lora: bool = False
-    use_lighti2x_lora: bool = Field(False, validation_alias=AliasChoices("use_lighti2x_lora", "use_lightx2v_lora"))
-    steps: int | None = Field(None, ge=1, le=200, validation_alias=AliasChoices("steps", "num_inference_steps"))
+    use_lighti2x_lora: bool = False
+    steps: int | None = Field(None, ge=1, le=200)
     fps_helpers: float = Field(16, gt=0, le=240)
     use_mask_for_first_frame: bool = True
     depth_model: str | None = None
@@ -88,7 +66,7 @@ class DifferentPerspectiveParams(_Common):
     t2i_model: str = "t2v"
     # A picture of the wanted perspective (e.g. a reference pose photo): used instead of generating one.
     target_image_path: str | None = None
-    output_video_frames: int = Field(16, ge=2, le=1025)
+    output_video_frames: int = Field(16, ge=MIN_FRAMES, le=1025)
 
 
 def _keys(perspective: str) -> tuple[str, str]:
@@ -98,7 +76,14 @@ def _keys(perspective: str) -> tuple[str, str]:
 @register("different_perspective_orchestrator", "different_perspective", params_model=DifferentPerspectiveParams)
 def handle_different_perspective(params: DifferentPerspectiveParams, ctx: TaskContext) -> HandlerResult:
     from source.media.images import load_image_rgb
+    from source.travel_plan import check_model
 
+    # models first: an unknown one used to spawn three children (and run two) before failing
+    check_model(params.model_name, what="model_name", kinds=("vace",),
+                hint="the final step generates from a pose/depth guide video, which needs a VACE model")
+    if not params.target_image_path:
+        check_model(params.t2i_model, what="t2i_model", kinds=("t2v", "t2v22", "vace", "ti2v"),
+                    hint="the target image is generated from the prompt alone (or give target_image_path)")
     if params.perspective_type == "depth":
         from source.media.depth import canonical_depth_model
 
@@ -108,9 +93,12 @@ def handle_different_perspective(params: DifferentPerspectiveParams, ctx: TaskCo
     if params.target_image_path:
         load_image_rgb(ctx.resolve_input(params.target_image_path, kind="target image"))
     h, w = image.shape[:2]
-    width, height = parse_resolution(params.resolution) if params.resolution else resolution_for_image(w, h)
-    resolution = f"{width}x{height}"
-    frames = quantise_frames(params.output_video_frames)
+    adjustments: dict[str, Any] = {}
+    size = (model_resolution(params.resolution, adjustments) if params.resolution
+            else resolution_for_aspect(w, h, DEFAULT_AREA))
+    resolution = format_resolution(size)
+    frames = wan_frame_count(params.output_video_frames, adjustments, what="output_video_frames",
+                             minimum=MIN_FRAMES)
     kind = params.perspective_type
     guide_type = "generate_openpose" if kind == "pose" else "generate_depth"
     input_key, target_key = _keys(kind)
@@ -135,7 +123,7 @@ def handle_different_perspective(params: DifferentPerspectiveParams, ctx: TaskCo
         "input_guide_task_id": child_task_id(ctx.task_id, input_key),
         "target_guide_task_id": child_task_id(ctx.task_id, target_key),
         "target_image_task_id": None if params.target_image_path else child_task_id(ctx.task_id, "t2i"),
-        "orchestrator_task_id": ctx.task_id, **speed,
+        "orchestrator_task_id": ctx.task_id, "adjustments": adjustments, **speed,
     }
     if params.depth_model:
         final["depth_model"] = params.depth_model
@@ -153,7 +141,7 @@ def handle_different_perspective(params: DifferentPerspectiveParams, ctx: TaskCo
         ChildTask("final", "dp_final_gen", final, depends_on=[input_key, target_key], completes_parent=True),
     ]
     return HandlerResult(children=children, result={
-        "perspective_type": kind, "resolution": resolution, "video_frames": frames,
+        "perspective_type": kind, "resolution": resolution, "video_frames": frames, "adjustments": adjustments,
         "children": {c.key: child_task_id(ctx.task_id, c.key) for c in children},
     })
 
@@ -163,8 +151,9 @@ class DpFinalGenParams(_Common):
     input_guide_task_id: str
     target_guide_task_id: str
     target_image_task_id: str | None = None
-    video_frames: int = Field(17, ge=2, le=1025)
+    video_frames: int = Field(17, ge=MIN_FRAMES, le=1025)
     orchestrator_task_id: str | None = None
+    adjustments: dict[str, Any] = Field(default_factory=dict)  # the orchestrator's, recorded in the result
 
 
 def _fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -208,12 +197,13 @@ def depth_guide_frames(input_depth_out: Path, target_depth_out: Path, n: int, wi
 
 @register("dp_final_gen", params_model=DpFinalGenParams)
 def handle_dp_final_gen(params: DpFinalGenParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
     from source.media.images import load_image_rgb, save_png
     from source.media.video_io import VideoWriter, iter_frames
 
-    width, height = parse_resolution(params.resolution) if params.resolution else (832, 480)
-    n = quantise_frames(params.video_frames)
+    adjustments: dict[str, Any] = dict(params.adjustments)
+    width, height = model_resolution(params.resolution or "832x480", adjustments)
+    n = wan_frame_count(params.video_frames, adjustments, what="video_frames", minimum=MIN_FRAMES)
     input_path = ctx.resolve_input(params.input_image_path, kind="input image")
     image = _fit(load_image_rgb(input_path), width, height)
     a_out = ctx.output_of(params.input_guide_task_id)
@@ -248,7 +238,8 @@ def handle_dp_final_gen(params: DpFinalGenParams, ctx: TaskContext) -> HandlerRe
                 writer.write(black if i == 0 else white)  # black = keep, white = generate
         gen_params["video_mask"] = str(mask_path)
 
-    gen = generate_single_video(ctx, gen_params, output_path=ctx.output_path(".mp4", stem="dp_video"))
+    gen = generate_single_video(ctx, GenerationParams.parse(gen_params),
+                                output_path=ctx.output_path(".mp4", stem="dp_video"))
     last = None
     for last in iter_frames(gen.video_path):
         pass
@@ -261,5 +252,5 @@ def handle_dp_final_gen(params: DpFinalGenParams, ctx: TaskContext) -> HandlerRe
         "perspective_type": params.perspective_type, "width": int(last.shape[1]), "height": int(last.shape[0]),
         "video_location": ctx.location_for(gen.video_path), "guide_location": ctx.location_for(guide_path),
         "video_frames": gen.frames, "seed": gen.seed, "model": params.model_name, "cache_hit": gen.cache_hit,
-        "adjustments": gen.adjustments,
+        "adjustments": {**adjustments, **gen.adjustments},
     })

@@ -14,8 +14,6 @@ at most a short excerpt of an offending value.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.handler_registry import register
@@ -23,8 +21,8 @@ from source.media.images import load_image_rgb
 from source.media.video_io import VideoWriter
 from source.errors import InvalidInput
 from source.task_context import HandlerResult, TaskContext
+from source.video_geometry import format_resolution, parse_resolution
 
-_RES = re.compile(r"^\s*(\d{1,6})\s*[xX*]\s*(\d{1,6})\s*$")
 MAX_FRAMES = 1000
 MAX_TOTAL_PIXELS = 1000 * 1920 * 1080
 _MAX_REF_CHARS = 4096  # a path or URL longer than this is not one
@@ -51,13 +49,11 @@ class RifeInterpolateParams(BaseModel):
     def _check_resolution(cls, v: str | None) -> str | None:
         if v is None or v == "":
             return None
-        m = _RES.match(v)
-        if not m:
-            raise ValueError(f"resolution must look like '832x480', got {_excerpt(v)}")
-        w, h = int(m.group(1)), int(m.group(2))
-        if not (16 <= w <= 4096 and 16 <= h <= 4096):
-            raise ValueError(f"resolution {w}x{h} is outside 16..4096 pixels per side")
-        return f"{w}x{h}"
+        # the one parser (source.video_geometry); no rounding to 16: RIFE is not a Wan model
+        try:
+            return format_resolution(parse_resolution(v))
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
 
 
 @register("rife_interpolate_images", params_model=RifeInterpolateParams)

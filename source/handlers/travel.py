@@ -4,12 +4,16 @@ Task types:
 - `travel_orchestrator` (the seed's payload, `params.orchestrator_details`) and `travel_between_images`
   (the canonical payload): validate everything (including that every image is readable), then enqueue
   one `travel_segment` child per segment and one `travel_stitch` child that completes the orchestrator.
+  The plan's adjustments (resolution, frame counts, ...) travel to the stitch, whose result (and so the
+  orchestrator's) records them.
   Child ids are deterministic (`child_task_id(orchestrator id, "seg-000" ... / "stitch")`).
   - chained mode (VACE, the seed's): segment i waits for segment i-1 and continues from its last frames;
   - independent mode (first-last-frame models): every segment only needs its two anchor images, so the
     segments run in parallel on any number of workers.
 - `travel_segment`: generate one segment (guide + mask for chained VACE, start + end image otherwise),
-  colour-match it toward its anchors (default on), check its frame count against the plan.
+  colour-match it toward its anchors (default on), check its frame count against the plan. A last segment
+  without an end image continues freely: its guide ends in grey (generated) frames, an I2V model gets its
+  start image only (the planner refuses FLF2V models there), colour matching pulls toward the start alone.
 - `travel_stitch`: cross-fade the segments (and the continued video first, if any) into the final video,
   optionally at a higher fps (RIFE) and upscaled; check the final frame count against the plan.
 
@@ -33,7 +37,7 @@ from source.media.images import load_image_rgb, resize_frame, save_png
 from source.errors import InvalidInput, TaskError
 from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 from source.travel_plan import (
-    Mode, SeedTravelParams, TravelParams, TravelPlan, format_resolution, parse_resolution, plan_travel,
+    Mode, SeedTravelParams, TravelParams, TravelPlan, check_model, format_resolution, parse_resolution, plan_travel,
 )
 
 SEGMENT_TYPE = "travel_segment"
@@ -63,7 +67,7 @@ class TravelSegmentParams(BaseModel):
     seed: int = -1
     fps: float = Field(16.0, gt=0)
     start_image: str | None = None           # None: start from the last frame of continue_from_video
-    end_image: str
+    end_image: str | None = None             # None: the last segment continues freely
     continue_from_video: str | None = None   # only on the first segment of a continuation
     predecessor_task_id: str | None = None   # chained: the previous segment's task
     image_refs: list[str] = Field(default_factory=list)
@@ -97,6 +101,7 @@ class TravelStitchParams(BaseModel):
     upscale_to: str | None = None
     expected_frames: int = Field(ge=1)       # after fps upsampling
     keep_intermediates: bool = False
+    adjustments: dict[str, Any] = Field(default_factory=dict)  # the plan's changes to the request, recorded
 
     @model_validator(mode="before")
     @classmethod
@@ -136,19 +141,6 @@ def _check_inputs(plan: TravelPlan, ctx: TaskContext) -> None:
         raise InvalidInput("travel inputs are not usable: " + "; ".join(problems))
 
 
-def _check_model(model: str) -> None:
-    """Fail the orchestrator (not every segment later) for a model the catalog does not know. The Wan2GP
-    engine passes unknown model types through, so it is not checked there."""
-    from source.settings import settings
-
-    engine = settings().engine
-    if engine == "wan2gp":
-        return
-    from source.generation.model_catalog import load_catalog
-
-    load_catalog().resolve(model)  # InvalidInput naming the known models
-
-
 def make_plan(params: TravelParams | SeedTravelParams, ctx: TaskContext) -> TravelPlan:
     """The plan, with the continued video's real frame count and every input checked."""
     details = params.orchestrator_details if isinstance(params, SeedTravelParams) else params
@@ -158,7 +150,7 @@ def make_plan(params: TravelParams | SeedTravelParams, ctx: TaskContext) -> Trav
     if video_ref:
         continue_frames = _count_frames(ctx.resolve_input(video_ref, kind="video to continue"))
     plan = plan_travel(params, continue_frames=continue_frames, run_id=ctx.task_id)
-    _check_model(plan.model)
+    check_model(plan.model)
     _check_inputs(plan, ctx)
     return plan
 
@@ -192,6 +184,7 @@ def build_children(plan: TravelPlan, orchestrator_id: str) -> list[ChildTask]:
         "resolution": res, "fps": plan.fps, "sharpen": plan.sharpen, "fps_multiplier": plan.fps_multiplier,
         "upscale_to": format_resolution(plan.upscale_to) if plan.upscale_to else None,
         "expected_frames": plan.expected_output_frames, "keep_intermediates": plan.keep_intermediates,
+        "adjustments": dict(plan.adjustments),
     }
     children.append(ChildTask(key=STITCH_KEY, task_type=STITCH_TYPE, params=stitch_params,
                               depends_on=[s.key for s in plan.segments], completes_parent=True))
@@ -202,10 +195,10 @@ def _orchestrate(params: TravelParams | SeedTravelParams, ctx: TaskContext) -> H
     plan = make_plan(params, ctx)
     ctx.log("travel_planned", mode=plan.mode, model=plan.model, segments=plan.num_segments,
             lengths=plan.lengths, overlaps=plan.overlaps, expected_frames=plan.expected_output_frames,
-            adjustments=plan.adjustments, source_format=plan.source_format, ignored_keys=plan.ignored_keys)
+            adjustments=plan.adjustments, source_format=plan.source_format)
     return HandlerResult(children=build_children(plan, ctx.task_id),
                          result={"segments": plan.num_segments, "mode": plan.mode,
-                                 "expected_frames": plan.expected_output_frames})
+                                 "expected_frames": plan.expected_output_frames, "adjustments": plan.adjustments})
 
 
 @register("travel_orchestrator", params_model=SeedTravelParams)
@@ -238,7 +231,7 @@ def _check_frames(what: str, got: int, planned: int) -> None:
 
 @register(SEGMENT_TYPE, params_model=TravelSegmentParams)
 def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import generate_single_video
+    from source.generation.bridge import GenerationParams, generate_single_video
 
     size = parse_resolution(p.resolution)
     work = ctx.work_dir
@@ -256,7 +249,7 @@ def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerRe
     if p.start_image is None and previous is None:
         raise InvalidInput("travel_segment needs start_image, or continue_from_video / predecessor_task_id")
 
-    end_ref = load_image_rgb(ctx.resolve_input(p.end_image, kind="end image"), size)
+    end_ref = load_image_rgb(ctx.resolve_input(p.end_image, kind="end image"), size) if p.end_image else None
     if p.start_image is not None:
         start_ref = load_image_rgb(ctx.resolve_input(p.start_image, kind="start image"), size)
     else:
@@ -282,7 +275,8 @@ def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerRe
             gen["image_start"] = p.start_image
         else:
             gen["image_start"] = str(save_png(start_ref, work / "start_from_video.png"))
-        gen["image_end"] = p.end_image
+        if p.end_image:
+            gen["image_end"] = p.end_image
 
     # a new name whenever the params or the input video change, so a stale file never masks a new one
     # (a random seed gives a new picture every run, so it gets a new name every run too)
@@ -290,7 +284,8 @@ def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerRe
     stem = f"segment{p.segment_index:03d}-{_short_hash(p.model_dump(), previous_location, salt)}"
     final = ctx.output_path(".mp4", stem=stem)
     # without colour matching the generator writes the final file itself (and its sidecar JSON beside it)
-    generated = generate_single_video(ctx, gen, output_path=work / "generated.mp4" if p.colour_match else final)
+    generated = generate_single_video(ctx, GenerationParams.parse(gen),
+                                      output_path=work / "generated.mp4" if p.colour_match else final)
     if generated.frames != p.frames and not p.colour_match:
         final.unlink(missing_ok=True)  # never leave a wrong-length file where a segment output is expected
     _check_frames(f"the generated video of {label}", generated.frames, p.frames)
@@ -299,6 +294,7 @@ def handle_travel_segment(p: TravelSegmentParams, ctx: TaskContext) -> HandlerRe
         ctx.progress(0.95, f"{label}: colour matching")
         from source.media.colour_match import colour_match_video
 
+        # no end image (a freely continuing last segment): matched toward the start image throughout
         written = colour_match_video(Path(generated.video_path), final, start_ref, end_ref, p.fps)
         _check_frames(f"the colour-matched video of {label}", written, p.frames)
     elif Path(generated.video_path).resolve() != final.resolve():
@@ -337,7 +333,10 @@ def handle_travel_stitch(p: TravelStitchParams, ctx: TaskContext) -> HandlerResu
                            fps_multiplier=p.fps_multiplier, upscale_to=upscale,
                            progress=lambda f, m: ctx.progress(f, m))
     _check_frames("the stitched video", result.frames, p.expected_frames)
+    ctx.log("video_encoder", encoder=result.encoder)  # libx264, or h264_nvenc where a GPU encoder opened
     return HandlerResult(output_location=ctx.location_for(final), result={
         "frames": result.frames, "width": result.width, "height": result.height, "fps": result.fps,
         "segments": len(p.segment_task_ids), "keep_intermediates": p.keep_intermediates,
+        "adjustments": dict(p.adjustments),
+        "encoder": result.encoder,
     })

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from source.errors import InvalidInput, TransientError
+from source.errors import InvalidInput
 from source.settings import settings
 
 # name -> Hugging Face Hub repo id. "tiny-depth" is a random-weight model built locally (tests, demos).
@@ -131,17 +131,19 @@ class DepthEstimator:
 
         self.name = canonical_depth_model(name)
         self._torch = torch
+        from source.generation.hub import classify_hub_error, hub_offline
+
         if self.name == "tiny-depth":
             source, kw = str(ensure_tiny_depth_model()), {"local_files_only": True}
         else:
-            source, kw = DEPTH_MODELS[self.name], {}
+            source, kw = DEPTH_MODELS[self.name], {"local_files_only": hub_offline()}
         self.source = source
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
             self.processor = AutoImageProcessor.from_pretrained(source, **kw)
             model = AutoModelForDepthEstimation.from_pretrained(source, **kw)
-        except OSError as exc:  # not in the cache and no network (or HF_HUB_OFFLINE)
-            raise TransientError(f"could not load depth model {self.name} ({source}): {exc}") from None
+        except OSError as exc:  # not in the cache: permanent when offline, worth a retry when the network failed
+            raise classify_hub_error(exc, f"depth model {self.name} ({source})") from None
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = model.to(self.device, dtype=dtype).eval()
         self.dtype = dtype

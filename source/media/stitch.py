@@ -15,6 +15,14 @@ Streaming. Segments are decoded one frame at a time; only a deque of the last O 
 segment (the part that will be blended with the next one) is held, so memory does not grow with the
 video's length. fps upsampling (RIFE between consecutive output frames: (n-1)*m+1 frames) and spatial
 upscaling run on the same stream before the encoder.
+
+Speed. Frames stay as decoded yuv420p `av.VideoFrame`s and go to the encoder untouched unless something
+must change them: only the frames of a join are converted to RGB (video_io.to_rgb: unbiased, so joins
+do not step in brightness against their neighbours), blended (in place into the earlier segment's frame,
+through two float32 scratch buffers reused for the whole stitch) and converted back. RIFE,
+upscaling or a segment of another size or colour space switch those frames to RGB. Encoding runs on its own
+thread (video_io.VideoWriter(threaded=True)), libx264 on all cores, or NVENC when a GPU encoder opens; the
+codec used is in StitchResult.encoder.
 """
 
 from __future__ import annotations
@@ -22,17 +30,25 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import av
 import cv2
 import numpy as np
 
-from source.media.images import resize_frame
-from source.media.video_io import VideoWriter, iter_frames, probe_video
 from source.errors import InvalidInput
+from source.media.images import resize_frame
+from source.media.video_io import (
+    Frame,
+    VideoWriter,
+    iter_frames,
+    iter_video_frames,
+    passthrough_ok,
+    probe_video,
+    to_rgb,
+)
 
 ProgressFn = Callable[[float, str], None]
 MAX_FPS_MULTIPLIER = 8
@@ -45,6 +61,7 @@ class StitchResult:
     width: int
     height: int
     fps: float
+    encoder: str = ""  # the H.264 encoder used (libx264, or h264_nvenc on a GPU)
 
 
 def crossfade_weights(overlap: int) -> np.ndarray:
@@ -76,30 +93,55 @@ def _sharpen(frame: np.ndarray, amount: float) -> np.ndarray:
     return np.clip(f + amount * (f - blur) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _blend(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
-    out = a.astype(np.float32) * np.float32(1.0 - alpha) + b.astype(np.float32) * np.float32(alpha)
-    return (out + 0.5).astype(np.uint8)
+class _Blender:
+    """`(1 - alpha) * a + alpha * b + 0.5`, truncated to uint8 -- in float32, operation for operation as
+    `a.astype(f32) * f32(1 - alpha) + b.astype(f32) * f32(alpha)` -- written into `a` (which the caller
+    no longer needs), through two scratch buffers reused for every frame of the same size."""
+
+    def __init__(self) -> None:
+        self._acc: np.ndarray | None = None
+        self._tmp: np.ndarray | None = None
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+        if self._acc is None or self._acc.shape != a.shape:
+            self._acc = np.empty(a.shape, np.float32)
+            self._tmp = np.empty(a.shape, np.float32)
+        np.multiply(a, np.float32(1.0 - alpha), out=self._acc, dtype=np.float32)
+        np.multiply(b, np.float32(alpha), out=self._tmp, dtype=np.float32)
+        self._acc += self._tmp
+        self._acc += np.float32(0.5)
+        out = a if a.flags.writeable else np.empty_like(a)  # e.g. a read-only view of a resized image
+        np.copyto(out, self._acc, casting="unsafe")  # float -> uint8 truncates, as astype did
+        return out
 
 
-def _segment_frames(path: Path, size: tuple[int, int]) -> Iterator[np.ndarray]:
-    for frame in iter_frames(path):
-        yield resize_frame(frame, size)
+def _segment_frames(path: Path, size: tuple[int, int], rgb: bool) -> Iterator[Frame]:
+    """A segment's frames at `size`: decoded frames the encoder can take as they are stay av.VideoFrames
+    (unless `rgb`), the others become resized RGB arrays."""
+    for frame in iter_video_frames(path):
+        if not rgb and passthrough_ok(frame, size[0], size[1]):
+            yield frame
+        else:
+            yield resize_frame(frame.to_ndarray(format="rgb24"), size)
 
 
-def _crossfaded(segments: list[Path], overlaps: list[int], size: tuple[int, int], sharpen: float
-                ) -> Iterator[np.ndarray]:
-    """The stitched stream; holds at most max(overlaps) frames."""
-    tail: deque[np.ndarray] = deque()  # the previous segment's last O frames, waiting for the blend
+def _crossfaded(segments: list[Path], overlaps: list[int], size: tuple[int, int], sharpen: float,
+                rgb: bool = True) -> Iterator[Frame]:
+    """The stitched stream; holds at most max(overlaps) frames. rgb: every frame an RGB array (for RIFE or
+    a resize after); else unchanged frames stay decoded av.VideoFrames and blended ones are arrays."""
+    blend = _Blender()
+    tail: deque[Frame] = deque()  # the previous segment's last O frames, waiting for the blend
     for i, seg in enumerate(segments):
         o_in = overlaps[i - 1] if i > 0 else 0
         o_out = overlaps[i] if i < len(overlaps) else 0
         alphas = crossfade_weights(o_in)
-        hold: deque[np.ndarray] = deque()
+        hold: deque[Frame] = deque()
         count = 0
-        for frame in _segment_frames(seg, size):
+        for frame in _segment_frames(seg, size, rgb):
             if count < o_in:
                 k = count + 1
-                frame = _blend(tail.popleft(), frame, float(alphas[count]))
+                # the tail frame was never yielded, so it is blended in place
+                frame = blend(to_rgb(tail.popleft()), to_rgb(frame), float(alphas[count]))
                 if sharpen > 0:
                     frame = _sharpen(frame, sharpen * math.sin(math.pi * k / (o_in + 1)))
             count += 1
@@ -150,13 +192,14 @@ def _check_size(size, what: str) -> tuple[int, int]:
     return w, h
 
 
-def _write_stream(frames: Iterable[np.ndarray], output: Path, fps: float, total: int,
-                  progress: ProgressFn | None, label: str) -> int:
+def _write_stream(frames: Iterable[Frame], output: Path, fps: float, total: int,
+                  progress: ProgressFn | None, label: str) -> tuple[int, str]:
+    """Encode `frames` to `output` (via a temporary name, so a failure leaves nothing); (frames, encoder)."""
     output = Path(output)
     tmp = output.with_name(f".{output.stem}.part{output.suffix}")
     every = max(1, total // 50)
     try:
-        with VideoWriter(tmp, fps=fps) as writer:
+        with VideoWriter(tmp, fps=fps, encoder="auto", threaded=True) as writer:
             for frame in frames:
                 writer.write(frame)
                 if progress is not None and writer.count % every == 0:
@@ -167,7 +210,7 @@ def _write_stream(frames: Iterable[np.ndarray], output: Path, fps: float, total:
     os.replace(tmp, output)
     if progress is not None:
         progress(1.0, f"{label} {writer.count} frames")
-    return writer.count
+    return writer.count, writer.encoder or ""
 
 
 def stitch_videos(segments: list[Path], overlaps: list[int], output: Path, *, fps: float,
@@ -206,13 +249,14 @@ def stitch_videos(segments: list[Path], overlaps: list[int], output: Path, *, fp
 
     n = sum(lengths) - sum(overlaps)
     total = (n - 1) * m + 1 if n > 0 else 0
-    stream: Iterable[np.ndarray] = _crossfaded(segments, overlaps, size, float(sharpen))
+    rgb = m > 1 or out_size != size  # RIFE and the upscale work on RGB arrays
+    stream: Iterable[Frame] = _crossfaded(segments, overlaps, size, float(sharpen), rgb=rgb)
     if m > 1:
         stream = _RifeUpsampler(m)(stream)
     if out_size != size:
         stream = (resize_frame(f, out_size) for f in stream)
-    written = _write_stream(stream, Path(output), fps * m, total, progress, "stitched")
-    return StitchResult(frames=written, width=out_size[0], height=out_size[1], fps=fps * m)
+    written, encoder = _write_stream(stream, Path(output), fps * m, total, progress, "stitched")
+    return StitchResult(frames=written, width=out_size[0], height=out_size[1], fps=fps * m, encoder=encoder)
 
 
 def upsample_fps(src: Path, dst: Path, multiplier: int, fps: float) -> int:
@@ -220,8 +264,8 @@ def upsample_fps(src: Path, dst: Path, multiplier: int, fps: float) -> int:
     Returns the frames written. `dst` may equal `src`."""
     m = _check_multiplier(multiplier)
     n = count_frames(src)
-    stream = iter_frames(src) if m == 1 else _RifeUpsampler(m)(iter_frames(src))
-    return _write_stream(stream, Path(dst), fps * m, (n - 1) * m + 1 if n else 0, None, "upsampled")
+    stream = iter_video_frames(src) if m == 1 else _RifeUpsampler(m)(iter_frames(src))
+    return _write_stream(stream, Path(dst), fps * m, (n - 1) * m + 1 if n else 0, None, "upsampled")[0]
 
 
 def upscale_video(src: Path, dst: Path, size: tuple[int, int]) -> int:
@@ -229,7 +273,7 @@ def upscale_video(src: Path, dst: Path, size: tuple[int, int]) -> int:
     size = _check_size(size, "size")
     info = probe_video(src, count=False)
     stream = (resize_frame(f, size) for f in iter_frames(src))
-    return _write_stream(stream, Path(dst), info.fps or 16.0, info.frames or 0, None, "upscaled")
+    return _write_stream(stream, Path(dst), info.fps or 16.0, info.frames or 0, None, "upscaled")[0]
 
 
 __all__ = ["StitchResult", "stitch_videos", "upsample_fps", "upscale_video", "crossfade_weights", "count_frames"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from source.settings import settings
 from source.store import sql as q
 from source.store.driver_connection import DriverConnections
 from source.store.records import decode_text
@@ -117,7 +117,7 @@ class Database:
             return engine
         connect_args: dict[str, Any] = {"connect_timeout": 10}
         # Transaction poolers (Supabase port 6543, pgbouncer) cannot keep prepared statements.
-        if ":6543" in self.url or os.environ.get("HEADLESS_PG_NO_PREPARE") == "1":
+        if ":6543" in self.url or settings().pg_no_prepare:
             connect_args["prepare_threshold"] = None
         # No pre-ping (a round trip per transaction): a dropped connection fails its statement, SQLAlchemy
         # discards the pool, and run() retries on a fresh one.

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from source.store import sql as q
+from source.task_limits import UndecodableText, decode_text
 
 
 class StoreError(Exception):
@@ -46,24 +47,6 @@ class Claim:
 def claim_from(rows: list[tuple]) -> Claim | None:
     """The Claim of a claim statement's result rows (q.CLAIM_COLUMNS), or None when nothing was ready."""
     return Claim(dict(zip(q.CLAIM_COLUMNS, rows[0]))) if rows else None
-
-
-class UndecodableText(str):
-    """Text a row holds that is not valid UTF-8 (e.g. an app wrote latin-1 bytes into a SQLite TEXT
-    column): the bad bytes show as U+FFFD, and `problem` says where they are. Reading such a row never
-    fails; parse_params refuses it as params."""
-
-    problem: str
-
-
-def decode_text(data: bytes) -> str:
-    """A database text value: UTF-8, or an UndecodableText saying why it is not."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        text = UndecodableText(data.decode("utf-8", "replace"))
-        text.problem = f"byte 0x{data[exc.start]:02x} at position {exc.start} is not valid UTF-8"
-        return text
 
 
 def parse_params(raw: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Issue 5 task types end to end through real worker processes (headless.py) on SQLite and PostgreSQL:
+"""Image and pose tasks end to end through real worker processes (headless.py) on SQLite and PostgreSQL:
 generate_openpose, generate_depth, extract_frame, single_image and different_perspective_orchestrator
 (+ dp_final_gen), queued with TaskStore.add_task, checked on the rows and on the files the worker wrote.
 Tiny models and tiny sizes keep every worker run to seconds."""
@@ -138,7 +138,7 @@ def is_skeleton(img: np.ndarray) -> bool:
     return 0.6 < black < 1.0 and coloured.sum() > 200 and len({tuple(p) for p in img[coloured][::7]}) > 3
 
 
-# ------------------------------------------------------------------------------------- 1, 2, 3: images
+# ------------------------------------------------------------------------------------- images
 def test_pose_and_depth_of_images(e2e):
     pose = e2e.add("generate_openpose", {"input_image_path": str(ASTRONAUT)})
     nobody = e2e.add("generate_openpose", {"input_image_path": str(COFFEE)})
@@ -208,7 +208,7 @@ def test_pose_of_a_frame_extracted_by_an_earlier_task(e2e):
     e2e.assert_nothing_left()
 
 
-# ------------------------------------------------------------------------------------- 4, 5: generation
+# ------------------------------------------------------------------------------------- generation
 def test_extract_frame_from_a_generated_video_and_single_image(e2e, tiny_models):
     gen = e2e.add("generate", {"model": "tiny-t2v", "prompt": "a lighthouse", "resolution": "64x48",
                                "video_length": 9, "steps": 2, "seed": 3})
@@ -261,7 +261,7 @@ def test_extract_frame_from_a_generated_video_and_single_image(e2e, tiny_models)
     e2e.assert_nothing_left()
 
 
-# ------------------------------------------------------------------------------------- 6: different perspective
+# ------------------------------------------------------------------------------------- different perspective
 DP = {"prompt": "an astronaut, side view", "model_name": "tiny-vace", "t2i_model": "tiny-t2v",
       "resolution": "64x48", "output_video_frames": 5, "fps_helpers": 8, "steps": 2, "seed": 21,
       "depth_model": "tiny-depth"}
@@ -348,7 +348,7 @@ def test_different_perspective_failures_name_the_step(e2e, tiny_models):
     e2e.assert_nothing_left()
 
 
-# ------------------------------------------------------------------------------------- 7: bad inputs
+# ------------------------------------------------------------------------------------- bad inputs
 def test_bad_inputs_fail_clearly_and_the_worker_goes_on(e2e):
     fake = e2e.inputs / "fake.png"
     fake.write_bytes(b"this is not a picture" * 20)
