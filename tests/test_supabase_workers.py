@@ -153,6 +153,12 @@ def test_refusals_exit_2_with_one_line_and_no_secret(project, pg_cluster, tmp_pa
             assert done.returncode == 2, (name, done.stderr)
             assert len(lines) == 1 and expected in lines[0] and "Traceback" not in done.stderr, (name, lines)
             _no_secret_in([done.stderr, done.stdout], token, project.anon_key)
+        unset = dict.fromkeys(("SUPABASE_URL", "SUPABASE_ACCESS_TOKEN", "SUPABASE_SERVICE_KEY",
+                               "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY", "SUPABASE_KEY"), "")
+        done = _start_refused(tmp_path, "--db-type", "supabase", env=unset)
+        assert done.returncode == 2 and _plain_lines(done.stderr) == [
+            "error: --db-type supabase needs --supabase-url (or $SUPABASE_URL) and --supabase-access-token "
+            "(or $SUPABASE_ACCESS_TOKEN)"], done.stderr
     finally:
         bare.stop()
         web.shutdown()
