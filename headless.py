@@ -3,6 +3,7 @@
 
     python headless.py --db sqlite:///tasks.db            # embedded default
     python headless.py --db postgresql://user@host/db     # many machines, one queue
+    python headless.py --supabase-url URL --supabase-access-token KEY   # a Supabase project, over HTTP
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from source.downloads import private_networks_from  # noqa: E402
 from source.event_log import EventLog  # noqa: E402
 from source.settings import DEFAULT_DB_URL, Settings, SettingsError, configure  # noqa: E402
 from source.storage import Storage  # noqa: E402
+from source.store.rest_store import SupabaseRestStore, WorkerRefused, is_personal_token  # noqa: E402
 from source.store.task_store import TaskStore, redact_url  # noqa: E402
 from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig  # noqa: E402
 from source.worker import Worker, WorkerConfig  # noqa: E402
@@ -59,6 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "URL (default $SUPABASE_URL; needed when several machines share one database)")
     p.add_argument("--supabase-key", default=None,
                    help="Supabase key (prefer $SUPABASE_SERVICE_ROLE_KEY: a flag is visible in `ps`)")
+    p.add_argument("--db-type", choices=("sqlite", "postgres", "supabase"), default=None,
+                   help="the seed's flag: `supabase` runs the worker over the project's HTTP API (default "
+                        "$DB_TYPE; implied by --supabase-access-token without --db)")
+    p.add_argument("--supabase-access-token", default=None,
+                   help="service-role key (all projects) or personal worker token (hwt_..., its owner's "
+                        "projects) for the HTTP API (prefer $SUPABASE_ACCESS_TOKEN: a flag is visible in `ps`)")
+    p.add_argument("--supabase-anon-key", default=None,
+                   help="the project's anon key, sent with a personal worker token (default $SUPABASE_ANON_KEY)")
     p.add_argument("--storage-bucket", default=None,
                    help="Storage bucket for outputs (default $SUPABASE_VIDEO_BUCKET or image_uploads)")
     p.add_argument("--deliver-webhooks", action="store_true",
@@ -113,12 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_id:
         config.worker_id = args.worker_id
     log = EventLog(config.worker_id, args.log_dir)
-    try:
-        store = TaskStore(cfg.db_url)
-    except Exception as exc:  # noqa: BLE001 - database unavailable: exit 2 with the reason
-        log.emit("worker_stopped", reason="database unavailable", database=redact_url(cfg.db_url),
-                 error=f"{type(exc).__name__}: {exc}"[:500])
-        return 2
+    rest = _rest_mode(args, cfg)
+    if rest:
+        config.listen = False  # REST workers poll (short idle poll; no direct connection to LISTEN on)
+        try:
+            store = SupabaseRestStore(rest[0], rest[1],
+                                      anon_key=args.supabase_anon_key or args.supabase_key or cfg.supabase_anon_key)
+            store.check()
+        except WorkerRefused as exc:
+            return _refused(log, exc)
+    else:
+        try:
+            store = TaskStore(cfg.db_url)
+        except Exception as exc:  # noqa: BLE001 - database unavailable: exit 2 with the reason
+            log.emit("worker_stopped", reason="database unavailable", database=redact_url(cfg.db_url),
+                     error=f"{type(exc).__name__}: {exc}"[:500])
+            return 2
     try:  # read by source.downloads.DownloadLimits (one home for the rule)
         private_networks_from(cfg.allow_private_urls)
     except ValueError as exc:  # a typo here must stop the worker at start, not fail every download
@@ -127,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     storage = Storage.for_database(store.url, outputs_dir=cfg.output_dir, input_roots=list(cfg.input_roots))
     try:
-        publishing = SupabaseStorageConfig.from_environment(args.supabase_url, args.supabase_key, args.storage_bucket)
+        # Over HTTP with the service key, outputs go to the project's Storage with that key.
+        key = rest[1] if rest and not is_personal_token(rest[1]) else args.supabase_key
+        publishing = SupabaseStorageConfig.from_environment(args.supabase_url, key, args.storage_bucket)
         publisher = SupabaseOutputs(publishing) if publishing else None
     except Exception as exc:  # noqa: BLE001 - any misconfiguration: exit 2 with the reason
         log.emit("worker_stopped", reason="output storage misconfigured", error=f"{type(exc).__name__}: {exc}"[:500])
@@ -146,11 +168,38 @@ def main(argv: list[str] | None = None) -> int:
         webhooks = start_for_worker(store)
     try:
         return worker.run()
+    except WorkerRefused as exc:  # e.g. the worker token was revoked: stop claiming, exit 2
+        return _refused(log, exc)
     finally:
         if webhooks is not None:
             webhooks.stop()
         store.close()
         log.close()
+
+
+def _rest_mode(args: argparse.Namespace, cfg: Settings) -> tuple[str, str] | None:
+    """(URL, access token) when the worker runs over Supabase's HTTP API, else None."""
+    db_type = args.db_type or cfg.db_type
+    # As the seed: the access token, else the service key from the environment.
+    token = args.supabase_access_token or cfg.supabase_access_token or cfg.supabase_key
+    if db_type != "supabase" and not (args.supabase_access_token and not args.db):
+        return None
+    url = args.supabase_url or cfg.supabase_url
+    if not url or not token:
+        raise SystemExit(_line("error: --db-type supabase needs --supabase-url (or $SUPABASE_URL) and "
+                               "--supabase-access-token (or $SUPABASE_ACCESS_TOKEN)"))
+    return url, token
+
+
+def _line(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _refused(log: EventLog, exc: Exception) -> int:
+    """One clear line (stderr and the log), exit code 2, never a traceback, never the key."""
+    log.emit("worker_stopped", reason="refused by Supabase", error=str(exc)[:300], exit_code=2)
+    return _line(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ next `settings()` reads it again.
 | SUPABASE_URL | supabase_url | none (outputs stay local) |
 | SUPABASE_SERVICE_ROLE_KEY / _SERVICE_KEY / _ANON_KEY / SUPABASE_KEY (first set) | supabase_key | none |
 | SUPABASE_VIDEO_BUCKET | supabase_bucket | image_uploads |
+| SUPABASE_ACCESS_TOKEN | supabase_access_token | none (service key or personal worker token, REST mode) |
+| SUPABASE_ANON_KEY | supabase_anon_key | none (sent with a personal worker token) |
+| DB_TYPE | db_type | none (`supabase`: the worker runs over the HTTP API) |
 | WAN2GP_DIR / WAN2GP_ARGS | wan2gp_dir / wan2gp_args | ./Wan2GP / none |
 """
 
@@ -116,6 +119,11 @@ class Settings:
     supabase_url: str | None = None
     supabase_key: str | None = field(default=None, repr=False)  # a secret: never printed
     supabase_bucket: str = DEFAULT_SUPABASE_BUCKET
+    # a worker over Supabase's HTTP API (--db-type supabase): the service key or a personal worker token,
+    # and the anon key a personal token is sent with
+    supabase_access_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    supabase_anon_key: str | None = field(default=None, repr=False)
+    db_type: str | None = None  # the seed's DB_TYPE: "supabase" runs the worker over the HTTP API
     # what one task row may hold (source.task_limits): a row over a cap fails with a clear message
     max_params_bytes: int = 1024**2
     max_params_depth: int = 64
@@ -164,6 +172,9 @@ class Settings:
                                                 "SUPABASE_ANON_KEY", "SUPABASE_KEY") if (key := _text(env, name))),
                               None),
             supabase_bucket=_text(env, "SUPABASE_VIDEO_BUCKET", DEFAULT_SUPABASE_BUCKET),
+            supabase_access_token=_text(env, "SUPABASE_ACCESS_TOKEN"),
+            supabase_anon_key=_text(env, "SUPABASE_ANON_KEY"),
+            db_type=(_text(env, "DB_TYPE") or "").lower() or None,
             max_params_bytes=_number(env, "HEADLESS_MAX_PARAMS_BYTES", 1024**2, int),
             max_params_depth=_number(env, "HEADLESS_MAX_PARAMS_DEPTH", 64, int),
             allow_private_urls=_text(env, "HEADLESS_ALLOW_PRIVATE_URLS", "") or "",

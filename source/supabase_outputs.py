@@ -1,4 +1,5 @@
-"""Publishing finished outputs to Supabase Storage, so `output_location` is a public URL.
+"""Publishing finished outputs to Supabase Storage, so `output_location` is a URL (public bucket: the
+public URL; private bucket: the authenticated object URL, signed on demand for other tasks).
 
 With many GPU machines on one database, a file written on one machine is not on the others: a travel
 stitch or an extract_frame running elsewhere could not read it, and neither could the app showing the
@@ -54,7 +55,9 @@ class SupabaseOutputs:
         self.description = f"Supabase Storage bucket {config.bucket!r} at {config.url}"
         options = ClientOptions(storage_client_timeout=int(config.timeout_s), auto_refresh_token=False,
                                 persist_session=False)
-        self._bucket = create_client(config.url, config.key, options=options).storage.from_(config.bucket)
+        self._storage = create_client(config.url, config.key, options=options).storage
+        self._bucket = self._storage.from_(config.bucket)
+        self._public: bool | None = None  # asked once, at the first publish
 
     def object_name(self, path: Path, project_id: str | None) -> str:
         folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in (project_id or "system")) or "system"
@@ -76,4 +79,19 @@ class SupabaseOutputs:
         except Exception as exc:  # network: httpx errors, timeouts
             raise TransientError(f"upload of {path.name} to Supabase Storage failed: "
                                  f"{type(exc).__name__}: {exc}") from exc
-        return self._bucket.get_public_url(name)
+        return self._location(name)
+
+    def _location(self, name: str) -> str:
+        """A public bucket's objects get their public URL; a private bucket's the authenticated object URL
+        (`.../storage/v1/object/authenticated/<bucket>/<name>`): the project's owner reads it with their
+        session (the storage policy of supabase/migrations), and a worker asks for a signed URL
+        (signed_url_for) when another task needs the file."""
+        if self._public is None:
+            try:
+                self._public = bool(self._storage.get_bucket(self.config.bucket).public)
+            except Exception as exc:  # network or a refused key: the upload is retried
+                raise TransientError(f"could not read bucket {self.config.bucket!r} of Supabase Storage: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+        if self._public:
+            return self._bucket.get_public_url(name)
+        return f"{self.config.url}/storage/v1/object/authenticated/{self.config.bucket}/{name}"

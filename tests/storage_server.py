@@ -64,6 +64,15 @@ class StorageStandIn:
                 self._reply(200, json.dumps({"Key": f"{bucket}/{name}", "Id": name}).encode())
 
             def do_GET(self):
+                if self.path.startswith("/storage/v1/bucket/"):  # bucket details: public, as the seed's
+                    bucket = self.path[len("/storage/v1/bucket/"):]
+                    if bucket not in stand_in.buckets:
+                        return self._reply(400, json.dumps({"statusCode": "404", "error": "Bucket not found",
+                                                            "message": "Bucket not found"}).encode())
+                    return self._reply(200, json.dumps({
+                        "id": bucket, "name": bucket, "owner": "", "public": True, "file_size_limit": None,
+                        "allowed_mime_types": None, "created_at": "2026-01-01T00:00:00Z",
+                        "updated_at": "2026-01-01T00:00:00Z"}).encode())
                 prefix = "/storage/v1/object/public/"
                 if not self.path.startswith(prefix):
                     return self._reply(404, b'{"error":"not found"}')

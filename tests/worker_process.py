@@ -15,10 +15,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class WorkerProcess:
-    def __init__(self, db_url: str, log_dir: Path, *args: str, worker_id: str, env: dict | None = None) -> None:
+    def __init__(self, db_url: str | None, log_dir: Path, *args: str, worker_id: str, env: dict | None = None) -> None:
         self.worker_id = worker_id
         self.log_dir = Path(log_dir)
-        cmd = [sys.executable, str(REPO / "headless.py"), "--db", db_url, "--worker-id", worker_id,
+        database = ["--db", db_url] if db_url else []  # None: a Supabase REST worker (args say where)
+        cmd = [sys.executable, str(REPO / "headless.py"), *database, "--worker-id", worker_id,
                "--log-dir", str(log_dir), *args]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_dir.mkdir(parents=True, exist_ok=True)
