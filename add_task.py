@@ -34,16 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
-
-from source.local_files import NoSharedFolder, Stager, stage_params  # noqa: E402
-from source.settings import DEFAULT_DB_URL, SettingsError, settings  # noqa: E402
-from source.storage import Storage  # noqa: E402
-from source.store.task_store import StoreError, TaskStore, parse_params  # noqa: E402
 from source.errors import InvalidInput
-from source.task_context import TransientError  # noqa: E402
-from source.task_status import TERMINAL, TaskStatus  # noqa: E402
+from source.local_files import NoSharedFolder, Stager, stage_params
+from source.settings import DEFAULT_DB_URL, SettingsError, settings
+from source.storage import Storage
+from source.store.task_store import StoreError, TaskStore, parse_params
+from source.task_context import TransientError
+from source.task_status import TERMINAL, TaskStatus
 
 COMMANDS = ("status", "list", "retry", "cancel", "watch", "regenerate", "keys", "webhook-secret", "pause", "resume",
             "prioritize", "limit")

@@ -12,17 +12,16 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
+from source.downloads import private_networks_from
+from source.event_log import EventLog
+from source.settings import DEFAULT_DB_URL, Settings, SettingsError, configure
+from source.storage import Storage
+from source.store.rest_store import SupabaseRestStore, WorkerRefused, is_personal_token
+from source.store.task_store import TaskStore, redact_url
+from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig
+from source.worker import Worker, WorkerConfig
 
-from source.downloads import private_networks_from  # noqa: E402
-from source.event_log import EventLog  # noqa: E402
-from source.settings import DEFAULT_DB_URL, Settings, SettingsError, configure  # noqa: E402
-from source.storage import Storage  # noqa: E402
-from source.store.rest_store import SupabaseRestStore, WorkerRefused, is_personal_token  # noqa: E402
-from source.store.task_store import TaskStore, redact_url  # noqa: E402
-from source.supabase_outputs import SupabaseOutputs, SupabaseStorageConfig  # noqa: E402
-from source.worker import Worker, WorkerConfig  # noqa: E402
+REPO = Path(__file__).resolve().parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

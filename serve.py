@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
-
-from source.api.auth import LOOPBACK_HOSTS  # noqa: E402
-from source.settings import DEFAULT_DB_URL, settings  # noqa: E402
+from source.api.auth import LOOPBACK_HOSTS
+from source.settings import DEFAULT_DB_URL, settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,9 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from source.store.api_store import ApiStore  # noqa: E402
-from source.store.task_store import TaskStore  # noqa: E402
-from tests.api_server import ApiServer  # noqa: E402
+from source.store.api_store import ApiStore
+from source.store.task_store import TaskStore
+from tests.api_server import ApiServer
 
 
 def rate(n: int, fn) -> float:

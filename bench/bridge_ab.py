@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bridge_bench import REPO, _inputs, _params  # noqa: E402  (sets sys.path and the tiny-model env)
+from bridge_bench import REPO, _inputs, _params
 
 MODES = ("t2v", "i2v", "flf2v", "vace", "i2v22")
 

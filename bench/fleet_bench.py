@@ -26,11 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from source.store.task_store import TaskStore  # noqa: E402
-from tests.pg_cluster import PgCluster  # noqa: E402
-from tests.worker_process import WorkerProcess, all_events  # noqa: E402
+from source.store.task_store import TaskStore
+from tests.pg_cluster import PgCluster
+from tests.worker_process import WorkerProcess, all_events
 
 MODELS = ("fleet-a", "fleet-b", "fleet-c")
 CUTOFF = 300.0

@@ -7,7 +7,8 @@ The stitch alone, with pre-made bridge videos (no generation): the pieces planne
 (context 8, gap 53, no replace: 3*81 + 2*53 = 349 frames) assembled by `source.media.editing_media.assemble`
 (the work of a `join_clips_stitch` task), once without and once with the clips' audio. Reference, in the
 same run: ffmpeg (imageio-ffmpeg's binary) cutting the same frame ranges with `trim` and joining them with
-`concat`, libx264 with the same crf and preset. Frames/s of each (best of --repeats rounds, interleaved) and our/ffmpeg ratio.
+`concat`, libx264 with the same crf and preset. Frames/s of each (best of --repeats rounds, interleaved) and
+our/ffmpeg ratio.
 """
 
 from __future__ import annotations

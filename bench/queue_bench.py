@@ -28,12 +28,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from source.store.task_store import TaskStore, normalise_db_url  # noqa: E402
-from tests.pg_cluster import PgCluster  # noqa: E402
-from tests.table_fill import insert_finished_rows  # noqa: E402
-from tests.worker_process import WorkerProcess, all_events, wait_until  # noqa: E402
+from source.store.task_store import TaskStore, normalise_db_url
+from tests.pg_cluster import PgCluster
+from tests.table_fill import insert_finished_rows
+from tests.worker_process import WorkerProcess, all_events, wait_until
 
 
 def ts(event: dict) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.pg_cluster import PgCluster  # noqa: E402
+from tests.pg_cluster import PgCluster
 
 # Runs inside the measured checkout (its own source/ on sys.path); prints one JSON line.
 MEASURE = r"""

@@ -31,9 +31,9 @@ SHARED = REPO.parent / "shared"
 if (SHARED / "models/rife/flownet.pkl").is_file():
     os.environ.setdefault("HEADLESS_RIFE_WEIGHTS", str(SHARED / "models/rife/flownet.pkl"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from source.media.video_io import write_video  # noqa: E402
+from source.media.video_io import write_video
 
 
 def _moving_texture(width: int, height: int, n: int, seed: int):

@@ -5,7 +5,8 @@ allowed (http/https), the host must be in the allow-list when there is one, and 
 it (`--allow-private-urls` / HEADLESS_ALLOW_PRIVATE_URLS=1, or a list of networks, for a LAN file server)
 every address the host resolves to must be a public one: loopback, private, link-local (the cloud
 metadata address 169.254.169.254), shared, reserved and multicast targets are refused. The connection then
-goes to the address that was checked, so a second DNS answer cannot swap in a private one. Proxy variables are therefore not used here.
+goes to the address that was checked, so a second DNS answer cannot swap in a private one. Proxy variables are
+therefore not used here.
 
 The time limit is a deadline on the whole attempt, enforced on the socket: reads return as soon as any bytes
 arrive, and a watchdog shuts the socket down when the deadline passes or the task is cancelled (its own time

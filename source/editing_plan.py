@@ -189,7 +189,7 @@ def plan_join(clip_frames: Sequence[int], *, context: int | Sequence[int] = DEFA
     replaced_head = [0] * n   # frames of clip i replaced at its start (by its incoming join)
     need_ctx_out = [0] * n
     need_ctx_in = [0] * n
-    for j, (a, b, c, g) in enumerate(plans):
+    for a, b, c, g in plans:
         if replace:
             replaced_tail[a] = g // 2
             replaced_head[b] = g - g // 2

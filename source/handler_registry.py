@@ -15,8 +15,9 @@ child that completes it (reserved param PARENT_IGNORED_KEY), so the orchestrator
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -89,7 +90,7 @@ def _import(module: str) -> None:
     except ModuleNotFoundError as exc:
         if exc.name != module:  # the module exists but needs something missing
             _load_errors[module] = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a broken handler module must not take the other task types down
+    except Exception as exc:  # noqa: BLE001 - a broken handler module must not take the other task types down
         _load_errors[module] = f"{type(exc).__name__}: {exc}"
 
 
@@ -177,7 +178,9 @@ def prepare_params(task_type: str, params: Any) -> tuple[Any, list[str]]:
     params = {k: v for k, v in params.items() if k not in (PARENT_IGNORED_KEY, STAGED_FROM_KEY)}
     translation = translate(task_type, params)
     validated = _validate(spec, task_type, translation.params)
-    ignored = translation.ignored_keys if translation.ignored_keys is not None else _extra_keys(validated, translation.params)
+    ignored = translation.ignored_keys
+    if ignored is None:
+        ignored = _extra_keys(validated, translation.params)
     return validated, sorted({k for k in ignored if k not in QUEUE_KEYS})
 
 

@@ -204,4 +204,4 @@ def pose_landmarker_path(path: str | os.PathLike | None = None) -> Path:
         raise _unavailable("the MediaPipe pose model (pose_landmarker_full.task)", "HEADLESS_POSE_MODEL", failures)
 
 
-__all__ = ["model_cache_dir", "pip_download", "pose_landmarker_path", "rife_weights_path", "sha256_of"]
+__all__ = ["model_cache_dir", "pip_download", "pose_landmarker_path", "rife_weights_path"]

@@ -23,8 +23,9 @@ no effect instead of having it dropped without a word. Keys the queue itself rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from source.errors import InvalidInput
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from source.errors import (  # noqa: F401 - re-exported: handlers import them from here
     FatalWorkerError,
@@ -63,7 +64,7 @@ class TaskContext:
         task_type: str,
         attempt: int,
         worker_id: str,
-        storage: "Storage",
+        storage: Storage,
         project_id: str | None = None,
         report_progress: Callable[[float, str | None], None] | None = None,
         is_cancelled: Callable[[], bool] | None = None,

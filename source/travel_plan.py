@@ -16,7 +16,8 @@ Frame arithmetic (one place, used by the orchestrator, the segments and the stit
 - N segments need N+1 anchor images (N when continuing a video: image i ends segment i). One image fewer is
   accepted, as the seed ran it: the last segment has no end image and continues freely from its start
   (its guide ends in grey frames the mask leaves to the model; an I2V model gets its start image only; a
-  first-last-frame model cannot do without the end image and is refused). Extra images are not used (recorded). So a single image makes a valid one-segment travel;
+  first-last-frame model cannot do without the end image and is refused). Extra images are not used (recorded).
+  So a single image makes a valid one-segment travel;
 - there is exactly one overlap per join: N-1 joins from scratch, N when continuing a video (the continued
   video is "segment -1" with its real frame count; the seed kept only N-1 there, bug E.17);
 - chained (VACE) overlaps are even; every overlap is at most the length of both its neighbours, and a
@@ -30,14 +31,15 @@ their neighbours); the canonical payload is checked strictly, with a message for
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from source.errors import InvalidInput
 from source.local_files import LOCAL_FILE, LocalFile
-from source.video_geometry import format_resolution, model_resolution, wan_frame_count
+from source.video_geometry import model_resolution, wan_frame_count
 
 MIN_SEGMENT_FRAMES = 5
 MAX_SEGMENT_FRAMES = 1025
@@ -104,7 +106,7 @@ def infer_mode(model: str) -> Mode | None:
         from source.generation.model_catalog import load_catalog
 
         spec = load_catalog().lookup(model)
-    except Exception:  # a broken user catalog file: fall back to the name (the bridge reports the error)
+    except Exception:  # noqa: BLE001 - a broken user catalog file: fall back to the name (the bridge reports the error)
         spec = None
     if spec is not None:
         if spec.kind == "vace":
@@ -477,7 +479,7 @@ def _check_free_end(model: str, mode: str, images: list[str], n: int, continuing
         from source.generation.model_catalog import load_catalog
 
         spec = load_catalog().lookup(model)
-    except Exception:  # a broken user catalog: judge by the name (the bridge reports the catalog error)
+    except Exception:  # noqa: BLE001 - a broken user catalog: judge by the name (the bridge reports the catalog error)
         spec = None
     if (spec.kind if spec is not None else ("flf2v" if "flf2v" in model.lower() else None)) == "flf2v":
         problems.append(f"segment {n - 1} has no end image, but {model!r} is a first-last-frame model that needs "

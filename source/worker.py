@@ -237,9 +237,9 @@ class Worker:
             claim, self.next_claim = self.next_claim, None
             if claim is None:
                 model = self._held_model()
-                claim = self._db(lambda: self.store.claim(cfg.worker_id, cfg.lease_seconds, cfg.task_types,
-                                                          model=model, affinity_max_wait=cfg.affinity_max_wait),
-                                 "claim", interruptible=True)
+                claim = self._db(lambda model=model: self.store.claim(
+                    cfg.worker_id, cfg.lease_seconds, cfg.task_types, model=model,
+                    affinity_max_wait=cfg.affinity_max_wait), "claim", interruptible=True)
             if claim is None:
                 if cfg.exit_when_idle and not self._db(self._pending_work, "check pending work", interruptible=True):
                     return "idle"

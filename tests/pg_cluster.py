@@ -49,7 +49,7 @@ class PgCluster:
             cmd = ["runuser", "-u", "postgres", "--"] + cmd
         return subprocess.run(cmd, check=check, capture_output=True, text=True)
 
-    def start(self) -> "PgCluster":
+    def start(self) -> PgCluster:
         if not self.data.exists():
             self._run(_find("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync", "-E", "UTF8")
         options = [f"-p {self.port}", f"-k {self.dir}", "-c listen_addresses=''", "-c max_connections=200"]

@@ -130,7 +130,7 @@ def test_each_mode_through_one_worker(db_url, tmp_path, inputs, tiny_models):
         assert result["seed"] == 7 and side["params"]["seed"] == 7 and not result["cache_hit"]
         assert side["effective"]["num_inference_steps"] == 2 and side["params"]["prompt"] == BASE["prompt"]
         assert set(side["inputs"]) == expected_inputs[model]
-        for name, h in side["inputs"].items():
+        for h in side["inputs"].values():
             assert len(h["sha256"]) == 64 and h["ref"]
         if model == "tiny-i2v22":
             assert side["effective"]["guidance_scale_2"] is not None

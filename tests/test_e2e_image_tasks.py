@@ -277,7 +277,7 @@ def test_different_perspective_depth_through_the_queue(e2e, tiny_models):
     ids = {k: child_task_id(orch, k) for k in ("input_depth", "t2i", "target_depth", "final")}
     assert set(children) == set(ids.values())
     assert {children[ids[k]]["task_type"] for k in ids} == {"generate_depth", "single_image", "dp_final_gen"}
-    for key, tid in ids.items():
+    for tid in ids.values():
         e2e.complete(tid)
     final = e2e.row(ids["final"])
     assert row["output_location"] == final["output_location"]  # the orchestrator completes with the final PNG

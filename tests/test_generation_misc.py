@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from source.generation import model_catalog
 from source.generation.model_catalog import load_catalog, resolve_model
 from source.task_context import InvalidInput
 

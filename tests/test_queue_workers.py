@@ -11,7 +11,6 @@ import signal
 import time
 
 import psutil
-import pytest
 
 from source.store.task_store import TaskStore, iso_now
 from tests.worker_process import WorkerProcess, all_events, wait_until

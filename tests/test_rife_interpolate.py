@@ -34,7 +34,8 @@ def photo() -> np.ndarray:
 def shifted_triplet(img: np.ndarray, h: int, w: int, dx: int, dy: int = 0):
     """Crops at offsets 0, d, 2d: a camera pan whose true middle frame is the centre crop."""
     y0, x0 = 40, 40
-    crop = lambda k: img[y0 + k * dy:y0 + k * dy + h, x0 + k * dx:x0 + k * dx + w].copy()
+    def crop(k):
+        return img[y0 + k * dy:y0 + k * dy + h, x0 + k * dx:x0 + k * dx + w].copy()
     return crop(0), crop(1), crop(2)
 
 

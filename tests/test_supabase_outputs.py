@@ -7,7 +7,6 @@ two-machine case, a real PostgreSQL database."""
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import av

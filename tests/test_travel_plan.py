@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from source.task_context import InvalidInput
 from source.travel_plan import (
-    SeedTravelParams, TravelParams, clamp_overlaps, final_length, parse_resolution, plan_travel,
+    SeedTravelParams,
+    TravelParams,
+    clamp_overlaps,
+    final_length,
+    parse_resolution,
+    plan_travel,
 )
 from source.video_geometry import wan_frame_count as quantise_length
 

@@ -26,13 +26,14 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from source.errors import FatalWorkerError, InvalidInput, TaskCancelled, TransientError
 from source.generation.hub import classify_hub_error, hf_cache_dir, hf_token, hub_file, hub_offline
 from source.generation.model_catalog import TWO_EXPERT_KINDS, ModelSpec, SpeedLora
-from source.errors import FatalWorkerError, InvalidInput, TaskCancelled, TransientError
 
 _CUDA_FATAL_MARKERS = ("cuda error", "cublas", "cudnn_status", "device-side assert", "illegal memory access",
                        "unspecified launch failure", "nccl", "ecc error", "misaligned address")
@@ -63,7 +64,7 @@ class EngineSettings:
     max_loras: int = 8
 
     @classmethod
-    def from_settings(cls, **over: Any) -> "EngineSettings":
+    def from_settings(cls, **over: Any) -> EngineSettings:
         """The process's settings (source.settings), keyword arguments winning where not None."""
         from source.settings import settings
 

@@ -18,8 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
-                      field_validator)
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from source.errors import InvalidInput
 from source.generation.model_catalog import IMAGE_KINDS, Catalog, ModelSpec, SpeedLora
@@ -94,7 +93,7 @@ class GenerationParams(BaseModel):
         return v
 
     @classmethod
-    def parse(cls, value: "GenerationParams | dict[str, Any]") -> "GenerationParams":
+    def parse(cls, value: GenerationParams | dict[str, Any]) -> GenerationParams:
         """Validate a dict (or pass a GenerationParams through); InvalidInput names every bad field."""
         if isinstance(value, cls):
             return value

@@ -236,8 +236,10 @@ def ensure_tiny_lora(kind: str = "t2v", fmt: str = "wan", seed: int = 2, scale: 
             g = torch.Generator().manual_seed(seed)
             r = 4
             for prefix, lin in _lora_targets(tr):
-                tensors[f"diffusion_model.{prefix}.lora_down.weight"] = torch.randn(r, lin.in_features, generator=g) * scale
-                tensors[f"diffusion_model.{prefix}.lora_up.weight"] = torch.randn(lin.out_features, r, generator=g) * scale
+                down = torch.randn(r, lin.in_features, generator=g) * scale
+                up = torch.randn(lin.out_features, r, generator=g) * scale
+                tensors[f"diffusion_model.{prefix}.lora_down.weight"] = down
+                tensors[f"diffusion_model.{prefix}.lora_up.weight"] = up
                 tensors[f"diffusion_model.{prefix}.alpha"] = torch.tensor(float(r))
         elif fmt == "peft":
             from peft import LoraConfig, get_peft_model_state_dict

@@ -20,8 +20,9 @@ import shlex
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from source.errors import InvalidInput, TaskCancelled, TransientError
 from source.generation.request import GenerationRequest

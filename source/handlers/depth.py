@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from source.errors import InvalidInput
 from source.handler_registry import register
 from source.handlers.openpose import VisualInputParams, resolve_visual_input
-from source.errors import InvalidInput
 from source.task_context import HandlerResult, TaskContext
 
 

@@ -30,8 +30,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from source.handler_registry import register
 from source.errors import InvalidInput
+from source.handler_registry import register
 from source.local_files import LOCAL_FILE
 from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 from source.video_geometry import format_resolution, model_resolution, resolution_for_aspect, wan_frame_count
@@ -242,7 +242,7 @@ def handle_dp_final_gen(params: DpFinalGenParams, ctx: TaskContext) -> HandlerRe
     gen = generate_single_video(ctx, GenerationParams.parse(gen_params),
                                 output_path=ctx.output_path(".mp4", stem="dp_video"))
     last = None
-    for last in iter_frames(gen.video_path):
+    for last in iter_frames(gen.video_path):  # noqa: B007 - keeps the last frame
         pass
     if last is None:
         raise RuntimeError(f"the generated video {gen.video_path.name} has no frames")

@@ -7,13 +7,13 @@ index the frame count is probed first, so the video is never held in memory.
 
 from __future__ import annotations
 
-from typing import Annotated
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
-from source.handler_registry import register
 from source.errors import InvalidInput
+from source.handler_registry import register
 from source.local_files import LOCAL_FILE
 from source.task_context import HandlerResult, TaskContext
 

@@ -26,13 +26,13 @@ from source.handler_registry import register
 from source.handlers.join_clips import (
     FrameCountMismatch,
     GenerationOptions,
-    count_clip_frames,
-    short_hash,
     check_vace_model,
+    count_clip_frames,
     generate_bridge,
     normalise_clip,
     output_geometry,
     resolve_clip,
+    short_hash,
 )
 from source.task_context import HandlerResult, TaskContext
 

@@ -12,8 +12,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from source.handler_registry import register
 from source.errors import FatalWorkerError, InvalidInput, TransientError
+from source.handler_registry import register
 from source.task_context import HandlerResult, TaskContext
 
 

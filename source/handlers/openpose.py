@@ -9,14 +9,14 @@ the output (same name), which `dp_final_gen` reads.
 
 from __future__ import annotations
 
-from typing import Annotated
 import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from source.handler_registry import register
 from source.errors import InvalidInput
+from source.handler_registry import register
 from source.local_files import LOCAL_FILE
 from source.task_context import HandlerResult, TaskContext
 

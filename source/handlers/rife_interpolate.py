@@ -15,13 +15,14 @@ at most a short excerpt of an offending value.
 from __future__ import annotations
 
 from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from source.errors import InvalidInput
 from source.handler_registry import register
 from source.local_files import LOCAL_FILE
 from source.media.images import load_image_rgb
 from source.media.video_io import VideoWriter
-from source.errors import InvalidInput
 from source.task_context import HandlerResult, TaskContext
 from source.video_geometry import format_resolution, parse_resolution
 

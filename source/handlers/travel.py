@@ -32,12 +32,19 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from source.errors import InvalidInput, TaskError
 from source.handler_registry import register
 from source.media.images import load_image_rgb, resize_frame, save_png
-from source.errors import InvalidInput, TaskError
 from source.task_context import ChildTask, HandlerResult, TaskContext, child_task_id
 from source.travel_plan import (
-    Mode, SeedTravelParams, TravelParams, TravelPlan, check_model, format_resolution, parse_resolution, plan_travel,
+    Mode,
+    SeedTravelParams,
+    TravelParams,
+    TravelPlan,
+    check_model,
+    format_resolution,
+    parse_resolution,
+    plan_travel,
 )
 
 SEGMENT_TYPE = "travel_segment"

@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from source.media.video_io import VideoWriter, as_uint8_rgb, iter_frames
 from source.errors import InvalidInput
+from source.media.video_io import VideoWriter, as_uint8_rgb, iter_frames
 
 STD_RATIO_RANGE = (0.5, 2.0)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -72,14 +72,14 @@ class Pose:
         k[:, 1] /= max(self.height, 1)
         return k
 
-    def resized(self, width: int, height: int) -> "Pose":
+    def resized(self, width: int, height: int) -> Pose:
         """The same pose on a width x height canvas (coordinates stretched like the image would be)."""
         k = self.normalized()
         k[:, 0] *= width
         k[:, 1] *= height
         return Pose(k, int(width), int(height))
 
-    def fitted(self, width: int, height: int) -> "Pose":
+    def fitted(self, width: int, height: int) -> Pose:
         """The pose after its image is scaled to cover width x height and centre-cropped (no stretching,
         as the generation bridge fits images); keypoints cropped away become missing."""
         scale = max(width / max(self.width, 1), height / max(self.height, 1))
@@ -104,7 +104,7 @@ class Pose:
                 "people": [{"pose_keypoints_2d": flat}]}
 
     @classmethod
-    def from_openpose_json(cls, data: dict, min_confidence: float = 0.0) -> "Pose | None":
+    def from_openpose_json(cls, data: dict, min_confidence: float = 0.0) -> Pose | None:
         """Inverse of to_openpose_json (None when the frame has no person)."""
         people = data.get("people") or []
         if not people:
@@ -169,7 +169,7 @@ class PoseDetector:
         self._create = lambda: vision.PoseLandmarker.create_from_options(options)
         try:
             self._landmarker = self._create()
-        except Exception as exc:  # a corrupt or wrong model file
+        except Exception as exc:  # noqa: BLE001 - a corrupt or wrong model file
             raise InvalidInput(f"could not load the pose model {self.model_path}: {exc}") from None
         self._lock = threading.Lock()
         self._timestamp_ms = 0  # VIDEO mode needs increasing timestamps across every call of this instance
@@ -223,7 +223,7 @@ class PoseDetector:
     def close(self) -> None:
         try:
             self._landmarker.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing at exit is best effort
             pass
 
 

@@ -13,8 +13,8 @@ multiple of 64 pixels, the coarsest working resolution, and cropped back afterwa
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -168,7 +168,7 @@ def load_ifnet_state(weights: Path) -> dict[str, torch.Tensor]:
     """The inference tensors of a RIFE v4.x flownet.pkl: `module.` prefixes stripped, training-only keys dropped."""
     try:
         raw = torch.load(str(weights), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, ...
+    except Exception as exc:  # noqa: BLE001 - pickle errors, truncated files, ...
         raise InvalidInput(f"RIFE weights {weights} could not be read ({type(exc).__name__}: {exc})") from None
     if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
         raw = raw["state_dict"]
@@ -200,7 +200,7 @@ class RifeInterpolator:
 
     @classmethod
     def load(cls, weights: Path | None = None, device: str | None = None, *, half: bool | None = None
-             ) -> "RifeInterpolator":
+             ) -> RifeInterpolator:
         from source.model_files import rife_weights_path
 
         path = Path(weights) if weights is not None else rife_weights_path()

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from source.errors import InvalidInput
 from source.media.images import resize_frame
 from source.media.video_io import VideoWriter, iter_frames
-from source.errors import InvalidInput
 
 GREY = 128
 KEEP = 0        # mask value: keep the guide's frame

@@ -51,7 +51,7 @@ class DriverConnections:
         self._lock_path = (f"{database}-writers" if fcntl is not None and database and database != ":memory:"
                            else None)
 
-    @functools.lru_cache(maxsize=64)
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one instance per store, kept for its life
     def _driver_sql(self, statement: str) -> str:
         """The statement in the driver's parameter style. sqlite3 takes `:name` as written; for psycopg
         SQLAlchemy's compiler writes `%(name)s` and escapes literal percent signs."""
@@ -92,7 +92,7 @@ class DriverConnections:
                 self._all.remove(conn)
         try:
             conn.close()  # an open SQLite transaction is rolled back with it
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken connection is being dropped anyway
             pass
 
     def write(self, statement: str, params: dict[str, Any]) -> list[tuple]:
@@ -166,7 +166,7 @@ class DriverConnections:
         for conn in conns:
             try:
                 conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a broken connection is being dropped anyway
                 pass
         for fd in fds:
             os.close(fd)

@@ -23,7 +23,7 @@ class Waker(ABC):
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         """Block up to timeout; True when a change was seen. Returns early when stop is set."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most wakers hold nothing to close
         pass
 
 
@@ -77,7 +77,7 @@ class PostgresWaker(Waker):
             self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
             self._conn.execute(q.LISTEN)
             self.listening = True
-        except Exception as exc:  # LISTEN unavailable: polling still works
+        except Exception as exc:  # noqa: BLE001 - LISTEN unavailable: polling still works
             self._close_conn()
             self._on_event("listen_unavailable", reason=f"{type(exc).__name__}: {exc}",
                            fallback="polling")
@@ -87,7 +87,7 @@ class PostgresWaker(Waker):
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a broken connection is being dropped anyway
                 pass
         self._conn = None
 
@@ -105,7 +105,7 @@ class PostgresWaker(Waker):
             try:
                 for _ in self._conn.notifies(timeout=min(0.5, remaining), stop_after=1):
                     return True
-            except Exception:
+            except Exception:  # noqa: BLE001 - a lost LISTEN connection: poll, reconnect later
                 self._close_conn()
         return False
 
