@@ -34,6 +34,7 @@ from typing import Any
 from source.errors import FatalWorkerError, InvalidInput, TaskCancelled, TransientError
 from source.generation.hub import classify_hub_error, hf_cache_dir, hf_token, hub_file, hub_offline
 from source.generation.model_catalog import TWO_EXPERT_KINDS, ModelSpec, SpeedLora
+from source.warm import Warm
 
 _CUDA_FATAL_MARKERS = ("cuda error", "cublas", "cudnn_status", "device-side assert", "illegal memory access",
                        "unspecified launch failure", "nccl", "ecc error", "misaligned address")
@@ -444,17 +445,12 @@ def _folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-_engine: Engine | None = None
-_engine_lock = threading.Lock()
+_engine: Warm[Engine] = Warm(lambda _: Engine())
 
 
 def get_engine() -> Engine:
     """The process's warm engine."""
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            _engine = Engine()
-        return _engine
+    return _engine.get()
 
 
 def library_versions() -> dict[str, str]:

@@ -19,13 +19,13 @@ import os
 import shlex
 import shutil
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from source.errors import InvalidInput, TaskCancelled, TransientError
 from source.generation.request import GenerationRequest
+from source.warm import Warm
 
 # Our catalog names -> WanGP model types (other names are passed through unchanged).
 WAN2GP_TYPES = {
@@ -35,8 +35,7 @@ WAN2GP_TYPES = {
     "wan2.2-ti2v-5b": "ti2v_2_2",
 }
 
-_session = None
-_session_lock = threading.Lock()
+_session: Warm[Any] = Warm(lambda _: None)  # made by get_session (it needs the output folder)
 
 
 def wan2gp_dir() -> Path:
@@ -62,22 +61,19 @@ def _import_api(root: Path):
 
 
 def get_session(output_dir: Path):
-    global _session
-    with _session_lock:
-        if _session is None:
-            root = wan2gp_dir()
-            api = _import_api(root)
-            from source.settings import settings
+    def start():
+        from source.settings import settings
 
-            args = shlex.split(settings().wan2gp_args)
-            _session = api.init(root=root, cli_args=args, output_dir=output_dir, console_output=False)
-        return _session
+        root = wan2gp_dir()
+        api = _import_api(root)
+        return api.init(root=root, cli_args=shlex.split(settings().wan2gp_args), output_dir=output_dir,
+                        console_output=False)
+
+    return _session.get(make=start)
 
 
 def reset_session() -> None:
-    global _session
-    with _session_lock:
-        _session = None
+    _session.clear()
 
 
 def build_settings(request: GenerationRequest, inputs: dict[str, Any], loras: list) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from source.errors import InvalidInput
 from source.settings import settings
+from source.warm import Warm
 
 # name -> Hugging Face Hub repo id. "tiny-depth" is a random-weight model built locally (tests, demos).
 DEPTH_MODELS: dict[str, str] = {
@@ -161,19 +162,12 @@ class DepthEstimator:
             yield from (normalize_depth(d) for d in self.predict(batch))
 
 
-_estimator: DepthEstimator | None = None
-_estimator_lock = threading.Lock()
+_estimators: Warm[DepthEstimator] = Warm(DepthEstimator, keep=1)  # a new model replaces the old
 
 
 def get_depth_estimator(name: str | None = None) -> DepthEstimator:
     """The process-wide warm estimator (reloaded only when the model changes)."""
-    global _estimator
-    canonical = canonical_depth_model(name)
-    with _estimator_lock:
-        if _estimator is None or _estimator.name != canonical:
-            _estimator = None  # free the old one first
-            _estimator = DepthEstimator(canonical)
-        return _estimator
+    return _estimators.get(canonical_depth_model(name))
 
 
 __all__ = ["DEPTH_MODELS", "DEFAULT_DEPTH_MODEL", "canonical_depth_model", "ensure_tiny_depth_model",

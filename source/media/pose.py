@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from source.errors import InvalidInput
+from source.warm import Warm
 
 # OpenPose 18-keypoint body layout (COCO order).
 OPENPOSE_KEYPOINTS = (
@@ -227,17 +228,10 @@ class PoseDetector:
             pass
 
 
-_detectors: dict[tuple[str, bool], PoseDetector] = {}
-_detectors_lock = threading.Lock()
-
-
-@atexit.register
-def _close_detectors() -> None:
-    """Close warm landmarkers before the interpreter tears MediaPipe down (its __del__ fails late)."""
-    with _detectors_lock:
-        for det in _detectors.values():
-            det.close()
-        _detectors.clear()
+_detectors: Warm[PoseDetector] = Warm(lambda key: PoseDetector(Path(key[0]), video=key[1]),
+                                      close=lambda det: det.close())
+# Close warm landmarkers before the interpreter tears MediaPipe down (its __del__ fails late).
+atexit.register(_detectors.clear)
 
 
 def get_pose_detector(*, video: bool = False, model_path: Path | None = None) -> PoseDetector:
@@ -245,12 +239,7 @@ def get_pose_detector(*, video: bool = False, model_path: Path | None = None) ->
     from source.model_files import pose_landmarker_path
 
     path = str(Path(model_path) if model_path else pose_landmarker_path())
-    key = (path, video)
-    with _detectors_lock:
-        det = _detectors.get(key)
-        if det is None:
-            det = _detectors[key] = PoseDetector(Path(path), video=video)
-        return det
+    return _detectors.get((path, video))
 
 
 def detect_pose(frame: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Pose | None:

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from source.errors import InvalidInput
+from source.warm import Warm
 
 PAD_MULTIPLE = 64                      # coarsest block: /16 resize, then two stride-2 convolutions
 SCALES = (16, 8, 4, 2, 1)              # per-block working scale (input is shrunk by this factor)
@@ -278,17 +279,12 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
     return a
 
 
-_instance: RifeInterpolator | None = None
-_instance_lock = threading.Lock()
+_rife: Warm[RifeInterpolator] = Warm(lambda _: RifeInterpolator.load())
 
 
 def get_rife() -> RifeInterpolator:
     """The process-wide warm interpolator (loaded on first use)."""
-    global _instance
-    with _instance_lock:
-        if _instance is None:
-            _instance = RifeInterpolator.load()
-        return _instance
+    return _rife.get()
 
 
 __all__ = ["RifeInterpolator", "get_rife", "IFNet", "load_ifnet_state", "PAD_MULTIPLE"]

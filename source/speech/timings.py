@@ -15,6 +15,7 @@ import wave
 from pathlib import Path
 
 from source.task_context import InvalidInput
+from source.warm import Warm
 
 _WORD_RE = re.compile(r"[A-Za-z']+")
 _SENTENCE_RE = re.compile(r"[^.!?]+[.!?]*")
@@ -41,17 +42,15 @@ def _pcm16k(path: Path) -> bytes:
                            "-"], capture_output=True, check=True, timeout=120).stdout
 
 
-_DECODER = None
-_DECODER_LOCK = threading.Lock()
+_decoders: Warm = Warm(lambda _: None)  # made by _decoder (it needs pocketsphinx's Decoder class)
+_ALIGN_LOCK = threading.Lock()  # one alignment at a time: the decoder holds per-utterance state
 
 
 def _decoder(factory):
     """One decoder per process: loading the model and dictionary costs more than aligning a sentence."""
-    global _DECODER
-    if _DECODER is None:
-        # wide beams: with the default ones alignment of synthetic voices often finds no path at all
-        _DECODER = factory(samprate=16000, bestpath=False, loglevel="FATAL", beam=1e-100, wbeam=1e-80, pbeam=1e-100)
-    return _DECODER
+    # wide beams: with the default ones alignment of synthetic voices often finds no path at all
+    return _decoders.get(make=lambda: factory(samprate=16000, bestpath=False, loglevel="FATAL", beam=1e-100,
+                                              wbeam=1e-80, pbeam=1e-100))
 
 
 def align_words(text: str, wav: Path, language: str = "en") -> list[dict] | None:
@@ -67,7 +66,7 @@ def align_words(text: str, wav: Path, language: str = "en") -> list[dict] | None
     words = [w for w in words if w]
     if not words:
         return None
-    with _DECODER_LOCK:
+    with _ALIGN_LOCK:
         return _align(Decoder, words, wav)
 
 
