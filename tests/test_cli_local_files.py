@@ -1,4 +1,4 @@
-"""add_task.py stages the local files a payload names (issue 10): the real CLI, run as a subprocess from
+"""add_task.py stages the local files a payload names: the real CLI, run as a subprocess from
 another working directory, then a real worker completes the tasks, on SQLite and on PostgreSQL (with a
 shared --output-dir)."""
 

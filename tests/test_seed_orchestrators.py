@@ -1,4 +1,4 @@
-"""Seed-era orchestrators in a migrated database (issue 10): the seed's SQLite mode left travel orchestrators
+"""Seed-era orchestrators in a migrated database: the seed's SQLite mode left travel orchestrators
 In Progress with their stitch Complete. A real worker start migrates the database: a finished travel is
 completed with its stitch's output, an unfinished or childless one is failed saying how to resubmit (its
 unfinished children too), nothing is generated again, and --exit-when-idle exits promptly. Both backends."""

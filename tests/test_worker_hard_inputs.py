@@ -1,4 +1,4 @@
-"""Rows that used to end a worker (issue 10): deep nesting, oversized params and task types, numbers JSON
+"""Rows that used to end a worker: deep nesting, oversized params and task types, numbers JSON
 cannot hold, characters a database column refuses. A real worker process on SQLite and PostgreSQL fails
 each such row with a clear, short message and goes on to the next task."""
 
@@ -14,7 +14,7 @@ from tests.worker_process import WorkerProcess
 
 def outcome(store: TaskStore, task_id: str) -> dict:
     """Status columns only: TaskStore.get decodes params, and PostgreSQL's driver cannot decode a
-    3,000-deep jsonb value (the store's readers are another part of issue 10)."""
+    3,000-deep jsonb value."""
     with store.begin() as conn:
         row = conn.execute(sa.text("SELECT status, attempts, error_message FROM tasks WHERE id = :id"),
                            {"id": task_id}).mappings().one()

@@ -264,7 +264,7 @@ def test_wan2gp_not_imported_by_default():
     assert out.stdout.strip() == "False", out.stderr
 
 
-# -- issue 10: offline and not cached is permanent -----------------------------------------------------
+# -- offline and not cached is permanent --------------------------------------------------------------
 def test_offline_missing_depth_model_fails_once_with_a_clear_message(db_url, tmp_path):
     """HF_HUB_OFFLINE=1 and an empty Hugging Face cache: the default depth model can never load here, so the
     task fails on its first attempt (it used to be retried three times over ~32 s as a transient error)."""
