@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -471,6 +470,3 @@ def library_versions() -> dict[str, str]:
         pass
     return out
 
-
-def describe(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

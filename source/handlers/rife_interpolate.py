@@ -31,11 +31,6 @@ MAX_TOTAL_PIXELS = 1000 * 1920 * 1080
 _MAX_REF_CHARS = 4096  # a path or URL longer than this is not one
 
 
-def _excerpt(value: object, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 class RifeInterpolateParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -57,12 +57,6 @@ def read_range(path: Path, start: int, end: int, size: tuple[int, int] | None = 
     return out
 
 
-def video_fps(path: Path) -> float:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return float(s.average_rate or s.guessed_rate or 16)
-
-
 def has_audio(path: Path) -> bool:
     try:
         with av.open(str(path)) as c:
