@@ -42,10 +42,10 @@ from source.travel_plan import (
     TravelParams,
     TravelPlan,
     check_model,
-    format_resolution,
     parse_resolution,
     plan_travel,
 )
+from source.video_geometry import format_resolution
 
 SEGMENT_TYPE = "travel_segment"
 STITCH_TYPE = "travel_stitch"
