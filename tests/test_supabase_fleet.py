@@ -217,3 +217,19 @@ def test_a_rest_worker_expires_missed_deadlines_and_records_model_names(project,
         assert names == task_model.name_pairs()
     swept = worker.events("task_failed")
     assert [e["task_id"] for e in swept] == ["late"] and swept[0]["stranded"] is True
+
+
+def test_a_worker_refuses_a_project_without_the_fleet_migration(pg_url, tmp_path):
+    from source.store.rest_store import SupabaseRestStore, WorkerRefused
+    from tests.supabase_project import start_project
+
+    p = start_project(pg_url, tmp_path / "objects", migrations=False)  # what Supabase provides, nothing of ours
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for path in migration_files():
+                if path.name < FLEET_MIGRATION:
+                    conn.execute(path.read_text(encoding="utf-8"))
+        with pytest.raises(WorkerRefused, match="worker API is version 1, this worker needs 2 or later"):
+            SupabaseRestStore(p.url, p.service_key).check()
+    finally:
+        p.stop()
