@@ -92,8 +92,8 @@ def test_only_workers_claim_and_the_service_role_claims(sb):
             return sb.execute("SELECT id, attempts FROM worker_claim('w1', 30, NULL, %s)", (token,)).fetchall()
 
     assert _sqlstate(lambda: claim("authenticated", USER_A)) == "42501"
-    assert _sqlstate(lambda: _run_as(sb, "authenticated", USER_A, "SELECT * FROM headless_claim('w', 30, NULL)")) \
-        == "42501"
+    direct = "SELECT * FROM headless_claim('w', 30, NULL, NULL, 0)"
+    assert _sqlstate(lambda: _run_as(sb, "authenticated", USER_A, direct)) == "42501"
     assert _sqlstate(lambda: claim("anon")) == "28000"  # anon key without a worker token
     assert claim("service_role") == [("a1", 1)]
     with as_role(sb, "service_role"):
@@ -176,12 +176,23 @@ def _columns(conn, table):
                         " WHERE table_schema = 'public' AND table_name = %s ORDER BY column_name", (table,)).fetchall()
 
 
+def _indexes(conn):
+    return conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+                        " AND tablename <> 'projects'").fetchall()
+
+
+def _triggers(conn):
+    return conn.execute("SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal"
+                        " AND tgrelid = 'public.tasks'::regclass ORDER BY tgname").fetchall()
+
+
 def _function(conn, name):
     return conn.execute("SELECT prosrc, pg_get_function_arguments(oid), pg_get_function_result(oid), proconfig"
                         " FROM pg_proc WHERE proname = %s", (name,)).fetchone()
 
 
 def test_the_migrations_make_what_the_store_makes(pg_cluster):
+    from source.store.sql import SCHEMA_VERSION
     from source.store.task_store import TaskStore
 
     migrated = pg_cluster.create_database(f"m{uuid.uuid4().hex[:8]}")
@@ -189,15 +200,21 @@ def test_the_migrations_make_what_the_store_makes(pg_cluster):
     apply_supabase(migrated)
     TaskStore(plain).close()
     with psycopg.connect(migrated) as m, psycopg.connect(plain) as p:
-        for table in ("tasks", "task_dependencies", "workers", "output_cache", "headless_schema"):
-            ours = [c for c in _columns(m, table) if c[0] != "idempotency_key"]
-            assert ours == _columns(p, table), table
+        for table in ("tasks", "task_dependencies", "workers", "output_cache", "headless_schema", "paused_scopes",
+                      "project_limits", "model_names"):
+            assert _columns(m, table) == _columns(p, table), table
+        # Every index the store makes, the same (the migrations add idx_tasks_project for RLS lookups).
+        store_indexes = set(_indexes(p))
+        assert store_indexes <= set(_indexes(m)), sorted(store_indexes - set(_indexes(m)))
         assert _function(m, "headless_claim") == _function(p, "headless_claim")
-        # The token claim is the same statement with one more condition.
+        # The model trigger: the same body; SECURITY DEFINER here (an app user's insert runs it).
+        assert _function(m, "headless_task_model")[:3] == _function(p, "headless_task_model")[:3]
+        assert _triggers(m) == _triggers(p)
+        # The token claim is the same statement with one more condition after each ready test.
         scoped = _function(m, "headless_claim_for_user")[0]
         extra = "    AND t.project_id IN (SELECT pr.id FROM projects pr WHERE pr.user_id = p_user)\n"
-        assert extra in scoped and scoped.replace(extra, "") == _function(m, "headless_claim")[0]
-        assert m.execute("SELECT version FROM headless_schema").fetchone()[0] >= 3
+        assert scoped.count(extra) == 3 and scoped.replace(extra, "") == _function(m, "headless_claim")[0]
+        assert m.execute("SELECT version FROM headless_schema").fetchone()[0] == SCHEMA_VERSION
     # A direct-URL worker uses the migrated database as it is, with the same claim function.
     store = TaskStore(migrated)
     try:

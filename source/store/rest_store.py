@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from source import task_model
 from source.store.dag import topological
 from source.store.records import Claim, StoreError
+from source.store.task_store import DEFAULT_AFFINITY_MAX_WAIT
 from source.task_context import ChildTask, child_task_id
 
 T = TypeVar("T")
-API_VERSION = 1  # worker_api_version() of supabase/migrations/ this worker speaks
+API_VERSION = 2  # worker_api_version() of supabase/migrations/ this worker needs (2: fleet scheduling)
 SIGNED_URL_SECONDS = 3600  # long enough for a download to start after the lookup
 
 
@@ -101,9 +103,10 @@ class SupabaseRestStore:
             raise WorkerRefused(f"{exc}: is --supabase-url the project's URL (https://<ref>.supabase.co)?") from None
         except (httpx.TransportError, ConnectionError) as exc:
             raise WorkerRefused(f"cannot reach Supabase at {self.url}: {type(exc).__name__}") from None
-        if version != API_VERSION:
+        # Later migrations only add: a newer project still serves this worker.
+        if not isinstance(version, int) or version < API_VERSION:
             raise WorkerRefused(f"the Supabase project's worker API is version {version!r}, this worker needs "
-                                f"{API_VERSION}: apply supabase/migrations")
+                                f"{API_VERSION} or later: apply supabase/migrations")
 
     def run(self, fn: Callable[[], T], *, retry_for: float | None = 30.0, what: str = "api call",
             on_retry: Callable[[BaseException, float], None] | None = None) -> T:
@@ -126,9 +129,13 @@ class SupabaseRestStore:
         pass
 
     # ------------------------------------------------------------------ claiming and the ends of a claim
-    def claim(self, worker_id: str, lease_seconds: float, task_types: Sequence[str] | None = None) -> Claim | None:
+    def claim(self, worker_id: str, lease_seconds: float, task_types: Sequence[str] | None = None, *,
+              model: str | None = None, affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT) -> Claim | None:
+        """The same claim as TaskStore.claim (headless_claim): `model` is the model the worker holds,
+        `affinity_max_wait` the seconds after which the oldest ready task goes first whatever its model."""
         rows = self._rpc("worker_claim", {"p_worker": worker_id, "p_lease_seconds": lease_seconds,
-                                          "p_types": list(task_types) if task_types else None})
+                                          "p_types": list(task_types) if task_types else None,
+                                          "p_model": model, "p_max_wait": max(0.0, float(affinity_max_wait))})
         return Claim(dict(rows[0])) if rows else None
 
     def _guard(self, claim: Claim) -> dict[str, Any]:
@@ -146,14 +153,16 @@ class SupabaseRestStore:
 
     def complete_and_claim(self, claim: Claim, output_location: str | None, result: dict | None, *,
                            worker_id: str, lease_seconds: float,
-                           task_types: Sequence[str] | None = None) -> tuple[bool, Claim | None]:
+                           task_types: Sequence[str] | None = None, model: str | None = None,
+                           affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT) -> tuple[bool, Claim | None]:
         """Two calls; a network problem on the claim returns no claim (the loop claims again), so the
         completion is never repeated."""
         import httpx
 
         completed = self.complete(claim, output_location, result)
         try:
-            return completed, self.claim(worker_id, lease_seconds, task_types)
+            return completed, self.claim(worker_id, lease_seconds, task_types, model=model,
+                                         affinity_max_wait=affinity_max_wait)
         except (httpx.TransportError, ConnectionError):
             return completed, None
 
@@ -191,9 +200,10 @@ class SupabaseRestStore:
         return list(self._rpc("worker_reclaim_expired", {}) or [])
 
     def sweep_stranded(self) -> list[dict[str, Any]]:
-        """Not over HTTP yet: the sweep of rows that can never run is done by direct-URL workers
+        """Over HTTP, the deadline part only: Queued rows past start_by end Failed (worker_expire_unstarted).
+        Orphans, cycles and unknown status words are swept by direct-URL workers
         (`add_task`/`headless.py --db postgresql://...`); see supabase/README.md."""
-        return []
+        return list(self._rpc("worker_expire_unstarted", {}) or [])
 
     # ------------------------------------------------------------------ reading
     def count_by_status(self) -> dict[str, int]:
@@ -230,6 +240,15 @@ class SupabaseRestStore:
     # ------------------------------------------------------------------ workers
     def register_worker(self, worker_id: str, host: str, pid: int, version: str) -> None:
         self._rpc("worker_register", {"p_worker": worker_id, "p_host": host, "p_pid": pid, "p_version": version})
+
+    def worker_model(self, worker_id: str, model: str | None) -> None:
+        """Record the model the worker holds (what it claims first)."""
+        self._rpc("worker_set_model", {"p_worker": worker_id, "p_model": model})
+
+    def record_model_names(self) -> None:
+        """The model catalog's names and aliases, for the trigger filling `model` on app inserts. Only the
+        service role writes them (the function ignores a personal token's call)."""
+        self._rpc("worker_record_model_names", {"p_names": task_model.name_pairs()})
 
     def worker_seen(self, worker_id: str, task_id: str | None, status: str = "running") -> None:
         self._rpc("worker_seen", {"p_worker": worker_id, "p_task_id": task_id, "p_status": status})
