@@ -24,11 +24,13 @@ def clip(text: Any, limit: int = 200) -> str:
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
-    """A value quoted in a message: its `repr` when short, else the repr of its start and its length."""
+    """A value quoted in a message: its `repr` when short, else the repr of its start and its end (a long path
+    keeps its file name) and its length. Values a little over the limit are quoted whole."""
     text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit:
+    if len(text) <= 2 * limit:
         return repr(value) if isinstance(value, str) else text
-    return f"{text[:limit]!r}... ({len(text):,} characters)"
+    half = limit // 2
+    return f"{text[:half]!r}...{text[-half:]!r} ({len(text):,} characters)"
 
 
 def nesting_depth_exceeds(value: Any, limit: int) -> bool:

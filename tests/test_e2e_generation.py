@@ -206,7 +206,9 @@ def test_lora_changes_output_and_zero_multiplier_does_not(sqlite_url, tmp_path, 
 # -- 5. cancel a running generation --------------------------------------------------------------------
 def test_cancel_while_generating(sqlite_url, tmp_path, inputs, tiny_models):
     store = TaskStore(sqlite_url)
-    tid = store.add_task("generate", gen("tiny-t2v", resolution="64x64", video_length=9, num_inference_steps=200,
+    # 200 steps of 65 frames at 256x256: long enough (seconds) that the cancel lands mid-generation on any
+    # machine (at 64x64 and 9 frames a quiet machine finished all 200 steps within the cancel's round trip)
+    tid = store.add_task("generate", gen("tiny-t2v", resolution="256x256", video_length=65, num_inference_steps=200,
                                          use_cache=False))
     w = start_worker(sqlite_url, tmp_path, inputs, "cancel")
     try:
