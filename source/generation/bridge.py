@@ -24,7 +24,6 @@ import numpy as np
 
 from source.files import sha256_file
 from source.generation import cache
-from source.generation.cache import keep_copy as _keep_for_cache  # noqa: F401 - source/handlers/speech.py uses it
 from source.generation.engines import Rendered, get_engine
 from source.generation.inputs import Inputs, load_inputs
 from source.generation.model_catalog import load_catalog

@@ -50,8 +50,10 @@ def cache_key(request: GenerationRequest, inputs: Inputs, revision: str | None) 
     return hashlib.sha256(blob).hexdigest()
 
 
-def lookup(ctx: TaskContext, key: str, output_path: Path) -> CacheHit | None:
-    """Copy a cached video to `output_path` and describe it; None on a miss or a stale entry."""
+def cached_file(ctx: TaskContext, key: str, kind: str) -> tuple[str, Path] | None:
+    """(location, local file) recorded under `key` in the output cache shared through the database; None on
+    a miss, a failed lookup or an entry whose file is gone (the cache is an optimisation: never an error).
+    Every cached task type (generations, speech) looks up through here."""
     try:
         location = ctx.cache_get(key)
     except Exception as exc:  # noqa: BLE001 - the cache is an optimisation
@@ -60,10 +62,18 @@ def lookup(ctx: TaskContext, key: str, output_path: Path) -> CacheHit | None:
     if not location:
         return None
     try:
-        source = ctx.resolve_input(location, kind="cached video")
+        return location, ctx.resolve_input(location, kind=kind)
     except InvalidInput:
         ctx.log("cache_stale", key=key, location=location)
         return None
+
+
+def lookup(ctx: TaskContext, key: str, output_path: Path) -> CacheHit | None:
+    """Copy a cached video to `output_path` and describe it; None on a miss or a stale entry."""
+    found = cached_file(ctx, key, "cached video")
+    if found is None:
+        return None
+    location, source = found
     from source.media.video_io import probe_video
 
     try:

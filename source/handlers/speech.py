@@ -74,15 +74,13 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def _from_cache(ctx: TaskContext, key: str, wav: Path) -> dict | None:
-    try:
-        location = ctx.cache_get(key)
-    except Exception as exc:  # noqa: BLE001 - the cache is an optimisation
-        ctx.log("cache_get_failed", key=key, error=str(exc)[:300])
+    from source.generation.cache import cached_file
+
+    found = cached_file(ctx, key, "cached speech")
+    if found is None:
         return None
-    if not location:
-        return None
+    location, cached = found
     try:
-        cached = ctx.resolve_input(location, kind="cached speech")
         record = read_speech(cached)
         wav_info(cached)
         _copy(cached, wav)
@@ -94,7 +92,7 @@ def _from_cache(ctx: TaskContext, key: str, wav: Path) -> dict | None:
 
 @register("speech", params_model=SpeechParams)
 def handle_speech(p: SpeechParams, ctx: TaskContext) -> HandlerResult:
-    from source.generation.bridge import _keep_for_cache
+    from source.generation.cache import keep_copy as _keep_for_cache
 
     t0 = time.perf_counter()
     engine = get_engine(p.engine)
